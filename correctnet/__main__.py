@@ -1,0 +1,7 @@
+"""Allow ``python -m correctnet``."""
+
+import sys
+
+from correctnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""The ``correctnet`` command line.
+
+Each subcommand lives in its own module under :mod:`correctnet.commands` and
+registers itself with :func:`register`. Library errors become one clear line
+on standard error and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from correctnet import __version__
+
+#: Subcommand modules under ``correctnet.commands``, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+#: Exit code for errors the user can fix (bad arguments, missing files).
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every registered subcommand.
+
+    Returns:
+        The parser; each subcommand sets ``func`` on its namespace.
+    """
+    parser = argparse.ArgumentParser(
+        prog="correctnet",
+        description=(
+            "Simulate neural networks on RRAM crossbars and recover their accuracy "
+            "with CorrectNet (Lipschitz error suppression + digital error compensation)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"correctnet {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"correctnet.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types shown as one line instead of a traceback."""
+    from correctnet.errors import CorrectNetError
+
+    errors: list[type[BaseException]] = [CorrectNetError, FileNotFoundError]
+    library_roots = (("xbar.errors", "XbarError"), ("mapping.errors", "MappingError"))
+    for module_name, class_name in library_roots:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        errors.append(getattr(module, class_name))
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: Arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The process exit code (0 on success).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("correctnet: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        print(f"correctnet: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
