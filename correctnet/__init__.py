@@ -3,8 +3,29 @@
 The application layer of the project: models, datasets, training (plain,
 Lipschitz-regularized, variation-aware), digital error compensators, the RL
 placement search, the results store, plots and the ``correctnet`` command.
+
+The Lipschitz helpers are importable from the top level
+(``from correctnet import lipschitz_lambda, orthogonality_penalty``); they are
+loaded lazily so that ``correctnet --version`` does not import torch.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "lipschitz_lambda": "correctnet.lipschitz",
+    "orthogonality_penalty": "correctnet.lipschitz",
+    "spectral_norms": "correctnet.lipschitz",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    """Import the Lipschitz helpers on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'correctnet' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import sys
 from correctnet import __version__
 
 #: Subcommand modules under ``correctnet.commands``, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("train", "simulate", "sweep", "compensate", "reproduce")
 
 #: Exit code for errors the user can fix (bad arguments, missing files).
 EXIT_USAGE = 2

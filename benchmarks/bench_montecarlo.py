@@ -1,0 +1,154 @@
+"""Seconds per Monte-Carlo device sample vs one plain torch pass (LeNet-5, Fashion-MNIST).
+
+LeNet-5 on the 10,000 Fashion-MNIST test images, sigma 0.5 (weight-level lognormal), 128x128
+tiles, 8-bit DAC and ADC. Plain torch inference of the same network on the same images is timed
+in the same run with ``torch.set_num_threads`` equal to Numba's thread count.
+
+Run: ``.venv/bin/python benchmarks/bench_montecarlo.py [--samples 250] [--train-epochs 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import platform
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mapping
+import xbar
+from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+MEAN, STD = 0.2860, 0.3530
+
+
+def load_idx(stem: str) -> np.ndarray:
+    with gzip.open(DATA / f"{stem}.gz", "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = load_idx(f"{split}-images-idx3-ubyte").astype(np.float32) / 255.0
+    y = load_idx(f"{split}-labels-idx1-ubyte").astype(np.int64)
+    return (torch.from_numpy((x - MEAN) / STD).unsqueeze(1), torch.from_numpy(y))
+
+
+def lenet5() -> nn.Module:
+    try:
+        from correctnet.models import build_model
+        return build_model("lenet5")
+    except ImportError:
+        return nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def train(model: nn.Module, epochs: int) -> None:
+    x, y = load("train")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=g).split(128):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=250, help="Monte-Carlo samples (250)")
+    ap.add_argument("--train-epochs", type=int, default=0,
+                    help="quick training epochs before timing (0 = untrained weights)")
+    ap.add_argument("--batch", type=int, default=1000, help="batch size of the data (1000)")
+    ap.add_argument("--reference-samples", type=int, default=2,
+                    help="samples timed on the plain layer path (program + evaluate, numba "
+                         "backend through xbar.TiledCrossbar.matmul); 0 = skip")
+    args = ap.parse_args()
+
+    threads = numba.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = lenet5().eval()
+    t = time.perf_counter()
+    if args.train_epochs:
+        train(model, args.train_epochs)
+    t_train = time.perf_counter() - t
+    x, y = load("t10k")
+    data = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(y), args.batch)]
+
+    t = time.perf_counter()
+    xbar.warmup()
+    mapping.warmup()
+    t_compile = time.perf_counter() - t
+
+    def torch_pass() -> float:
+        with torch.no_grad():
+            model(data[0][0])
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                for xb, _ in data:
+                    model(xb)
+                times.append(time.perf_counter() - t)
+        return min(times)
+
+    t_torch_before = torch_pass()
+    clean = mapping.evaluate_accuracy(model, data)
+
+    cfg = XbarConfig(tile=TileConfig(128, 128), device=DeviceConfig(sigma=0.5, level="weight"),
+                     dac=DACConfig(bits=8), adc=ADCConfig(bits=8))
+    analog = mapping.convert_to_crossbar(model, cfg)
+    mapping.run_monte_carlo(analog, [(x[:64], y[:64])], samples=2, progress=False)  # warm
+    t = time.perf_counter()
+    res = mapping.run_monte_carlo(analog, data, samples=args.samples, seed=0)
+    t_mc = time.perf_counter() - t
+    per = t_mc / args.samples
+    t_torch_after = torch_pass()
+    t_torch = 0.5 * (t_torch_before + t_torch_after)   # the machine's load may drift
+
+    t_ref = None
+    if args.reference_samples:
+        t = time.perf_counter()
+        for s in range(args.reference_samples):
+            mapping.program(analog, s)
+            mapping.evaluate_accuracy(analog, data)
+        t_ref = (time.perf_counter() - t) / args.reference_samples
+
+    rows = [
+        ("machine", f"{platform.processor() or platform.machine()}, {threads} threads "
+                    "(numba = torch)"),
+        ("images", f"{len(y)} Fashion-MNIST test, batch {args.batch}"),
+        ("training", f"{args.train_epochs} epoch(s), {t_train:.1f} s"),
+        ("numba compile/load (xbar + mapping warmup)", f"{t_compile:.2f} s"),
+        ("plain torch pass (best of 3, before/after MC)",
+         f"{t_torch_before:.3f} / {t_torch_after:.3f} s, accuracy {100 * clean:.2f}%"),
+        (f"Monte-Carlo, {args.samples} samples (total)", f"{t_mc:.1f} s"),
+        ("Monte-Carlo, seconds per sample", f"{per:.3f} s"),
+        ("ratio MC sample / torch pass (mean of before/after)", f"{per / t_torch:.2f}"),
+        ("MC accuracy (sigma 0.5, 8-bit DAC/ADC)",
+         f"{100 * res.mean:.2f}% +- {100 * res.std:.2f}%"),
+    ]
+    if t_ref is not None:
+        rows.append(("layer path per sample (program + evaluate, xbar matmul)",
+                     f"{t_ref:.3f} s ({t_ref / per:.1f}x the MC fast path)"))
+    width = max(len(k) for k, _ in rows)
+    print("bench_montecarlo: LeNet-5, sigma 0.5 weight-level, tiles 128x128, 8-bit DAC/ADC")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

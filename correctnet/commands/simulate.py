@@ -1,0 +1,189 @@
+"""``correctnet simulate``: Monte-Carlo accuracy of a checkpoint mapped onto crossbars.
+
+Also holds the helpers ``correctnet sweep`` shares: :func:`parse_bits`,
+:func:`make_xbar_config`, :func:`prepare_checkpoint` and :func:`simulate_model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from correctnet.commands.train import nonneg_float, nonneg_int, positive_int
+
+EPILOG = """\
+examples:
+  correctnet simulate --checkpoint runs/plain/checkpoint.pt
+  correctnet simulate --checkpoint runs/lip/checkpoint.pt --sigma 0.5 --tile 128 \\
+      --adc-bits 8 --dac-bits 8 --samples 250
+  correctnet simulate --checkpoint C --level device --samples 20 --limit 1000 --json
+  correctnet simulate --checkpoint C --adc-bits none --dac-bits none   # ideal converters
+
+Prints the clean (digital) test accuracy, the mean and std of the accuracy over --samples
+device samples, and the hardware report (tiles, cells, utilisation per layer). Accuracies are
+percent on screen and fractions in --json output.
+"""
+
+
+def parse_bits(text: str) -> int | None:
+    """Argparse type: converter bits, an integer in [1, 32] or ``none`` (ideal)."""
+    if text.strip().lower() in ("none", "ideal", "inf"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected bits in 1..32 or 'none' (ideal), got {text!r}") from None
+    if not 1 <= value <= 32:
+        raise argparse.ArgumentTypeError(f"expected bits in 1..32 or 'none', got {text!r}")
+    return value
+
+
+def make_xbar_config(sigma: float, tile: int, *, adc_bits: int | None = 8,
+                     dac_bits: int | None = 8, level: str = "weight") -> Any:
+    """Square-tile ``xbar.XbarConfig`` with lognormal variation.
+
+    Args:
+        sigma: Std of theta (unitless, >= 0).
+        tile: Tile side (word lines = bit lines = ``tile``).
+        adc_bits: ADC bits (None: ideal).
+        dac_bits: DAC bits (None: ideal).
+        level: ``"weight"`` (the paper's model) or ``"device"`` (every cell).
+
+    Returns:
+        The config.
+    """
+    from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
+
+    return XbarConfig(tile=TileConfig(n_rows=tile, n_cols=tile),
+                      device=DeviceConfig(sigma=sigma, level=level),
+                      dac=DACConfig(bits=dac_bits), adc=ADCConfig(bits=adc_bits))
+
+
+def prepare_checkpoint(path: str | Path, *, limit: int | None = None,
+                       data_dir: str | None = None, batch_size: int = 1000,
+                       expect_model: str | None = None) -> tuple[Any, dict, Any]:
+    """Load a checkpoint and its dataset's test split.
+
+    Args:
+        path: Checkpoint file.
+        limit: First N test examples only.
+        data_dir: Dataset directory (default: the one recorded in the checkpoint, else the
+            system Fashion-MNIST).
+        batch_size: Evaluation batch size.
+        expect_model: Required model name, if any.
+
+    Returns:
+        ``(model, meta, loader)``.
+    """
+    from correctnet.checkpoint import load_checkpoint
+    from correctnet.data import load_dataset, make_loader
+
+    model, meta = load_checkpoint(path, expect_model=expect_model)
+    data_dir = data_dir if data_dir is not None else meta.get("data_dir")
+    test = load_dataset(meta.get("dataset", "fashion-mnist"), "test", data_dir=data_dir,
+                        limit=limit)
+    return model, meta, make_loader(test, batch_size)
+
+
+def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, seed: int = 0,
+                   backend: str | None = None, progress: bool = True,
+                   clean_accuracy: float | None = None) -> dict[str, Any]:
+    """Map ``model`` onto crossbars and run the Monte-Carlo evaluation.
+
+    Args:
+        model: Digital network (not modified).
+        loader: Test batches.
+        config: ``xbar.XbarConfig`` of every layer.
+        samples: Monte-Carlo device samples.
+        seed: Seed of the device samples.
+        backend: ``"numba"`` / ``"torch"`` / None (mapping's default).
+        progress: Show a progress bar.
+        clean_accuracy: Digital accuracy if already known (else computed).
+
+    Returns:
+        JSON-safe dict: ``clean_accuracy``, ``mean``, ``std``, ``accuracies`` (fractions),
+        ``samples``, ``seed``, ``config`` (``XbarConfig.to_dict()``), ``hardware``
+        (``hardware_report(...).to_dict()``), ``report`` (its table), ``seconds``.
+    """
+    from mapping import convert_to_crossbar, evaluate_accuracy, hardware_report, run_monte_carlo
+    from mapping import set_backend
+
+    t0 = time.perf_counter()
+    if clean_accuracy is None:
+        clean_accuracy = float(evaluate_accuracy(model, loader))
+    analog = convert_to_crossbar(model, config)
+    if backend is not None:
+        set_backend(analog, backend)
+    result = run_monte_carlo(analog, loader, samples=samples, seed=seed, progress=progress)
+    report = hardware_report(analog)
+    return {"clean_accuracy": float(clean_accuracy), "mean": float(result.mean),
+            "std": float(result.std),
+            "accuracies": [float(a) for a in result.accuracies], "samples": int(samples),
+            "seed": int(seed), "config": config.to_dict(), "hardware": report.to_dict(),
+            "report": str(report), "seconds": time.perf_counter() - t0}
+
+
+def add_hardware_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``simulate`` and ``sweep`` (everything but sigma and tile)."""
+    p.add_argument("--adc-bits", type=parse_bits, default=8, help="ADC bits or 'none' (8)")
+    p.add_argument("--dac-bits", type=parse_bits, default=8, help="DAC bits or 'none' (8)")
+    p.add_argument("--level", choices=("weight", "device"), default="weight",
+                   help="variation per weight (the paper's) or per cell (weight)")
+    p.add_argument("--samples", type=positive_int, default=250,
+                   help="Monte-Carlo device samples (250)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the device samples (0)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="evaluate on the first N test examples only")
+    p.add_argument("--data-dir", default=None, help="dataset directory")
+    p.add_argument("--batch-size", type=positive_int, default=1000,
+                   help="evaluation batch size (1000)")
+    p.add_argument("--backend", choices=("numba", "torch"), default=None,
+                   help="crossbar execution backend (mapping's default: numba)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``simulate`` subcommand."""
+    p = subparsers.add_parser(
+        "simulate", help="Monte-Carlo accuracy of a checkpoint on RRAM crossbars",
+        description="Map a checkpoint onto tiled crossbars and report its accuracy under "
+                    "lognormal device variation (mean and std over device samples).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file")
+    p.add_argument("--model", default=None,
+                   help="fail unless the checkpoint holds this model (e.g. lenet5)")
+    p.add_argument("--sigma", type=nonneg_float, default=0.5, help="variation std (0.5)")
+    p.add_argument("--tile", type=positive_int, default=128,
+                   help="tile side: word lines = bit lines (128)")
+    add_hardware_arguments(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``correctnet simulate``."""
+    model, meta, loader = prepare_checkpoint(args.checkpoint, limit=args.limit,
+                                             data_dir=args.data_dir, batch_size=args.batch_size,
+                                             expect_model=args.model)
+    config = make_xbar_config(args.sigma, args.tile, adc_bits=args.adc_bits,
+                              dac_bits=args.dac_bits, level=args.level)
+    out = simulate_model(model, loader, config, samples=args.samples, seed=args.seed,
+                         backend=args.backend, progress=not args.json)
+    out.update({"checkpoint": str(args.checkpoint), "model": meta["model"],
+                "dataset": meta.get("dataset"), "method": meta.get("method"),
+                "sigma": args.sigma, "tile": args.tile, "limit": args.limit})
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"checkpoint {args.checkpoint}  ({meta['model']}, {meta.get('dataset')}, "
+          f"method {meta.get('method')})")
+    print(f"sigma {args.sigma:g}  tile {args.tile}x{args.tile}  ADC {args.adc_bits} bits  "
+          f"DAC {args.dac_bits} bits  level {args.level}  samples {args.samples}")
+    print(f"clean accuracy      {100 * out['clean_accuracy']:.2f}%")
+    print(f"accuracy on xbar    {100 * out['mean']:.2f}% +- {100 * out['std']:.2f}% "
+          f"(min {100 * min(out['accuracies']):.2f}%, max {100 * max(out['accuracies']):.2f}%)")
+    print(out["report"])
+    return 0

@@ -1,0 +1,239 @@
+"""``correctnet sweep``: accuracy over a (checkpoint x sigma x tile) grid, resumable.
+
+Results go to ``OUT/sweep.db`` (SQLite, one committed row per point, see
+:mod:`correctnet.sweep_store`), then ``OUT/sweep.csv``, ``OUT/accuracy_vs_sigma.png`` and
+``OUT/heatmap_sigma_tile.png``. Rerunning the same command skips stored points, so a sweep
+stopped by Ctrl-C or ``kill -9`` continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from correctnet.commands.simulate import (
+    add_hardware_arguments, make_xbar_config, prepare_checkpoint, simulate_model)
+from correctnet.errors import UsageError
+
+EPILOG = """\
+examples:
+  correctnet sweep --checkpoint runs/plain/checkpoint.pt runs/lip/checkpoint.pt \\
+      --sigma 0:1:0.1 --tile 32,64,128,256 --samples 50 --out runs/sweep
+  correctnet sweep --checkpoint C --sigma 0.1,0.3,0.5 --tile 128 --samples 20 --limit 1000 \\
+      --out /tmp/sweep
+
+--sigma takes START:STOP:STEP (STOP included), a comma list, or one value. Rerun the same
+command after Ctrl-C or a crash: finished points are kept in OUT/sweep.db and skipped.
+"""
+
+
+def parse_sigmas(text: str) -> list[float]:
+    """Parse ``START:STOP:STEP`` (inclusive), ``a,b,c`` or ``a`` into sorted unique sigmas.
+
+    Raises:
+        UsageError: Bad syntax, negative or non-finite values, step <= 0, or > 1000 values.
+    """
+    text = text.strip()
+    hint = "use START:STOP:STEP (e.g. 0:1:0.1), a comma list (0.1,0.5) or one number"
+    def number(part: str) -> float:
+        try:
+            return float(part)
+        except ValueError:
+            raise UsageError(f"--sigma {text!r} is not a sigma range; {hint}") from None
+
+    if ":" in text:
+        parts = [number(p) for p in text.split(":")]
+        if len(parts) != 3:
+            raise UsageError(f"--sigma {text!r}: expected 3 fields START:STOP:STEP; {hint}")
+        start, stop, step = parts
+        if not (math.isfinite(step) and step > 0):
+            raise UsageError(f"--sigma {text!r}: STEP must be > 0; {hint}")
+        if stop < start:
+            raise UsageError(f"--sigma {text!r}: STOP must be >= START; {hint}")
+        count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        if count > 1000:
+            raise UsageError(f"--sigma {text!r} gives {count} values; at most 1000")
+        values = [round(start + i * step, 10) for i in range(count)]
+    else:
+        values = [number(p) for p in text.split(",") if p.strip() != ""]
+    if not values:
+        raise UsageError(f"--sigma {text!r} is empty; {hint}")
+    bad = [v for v in values if not (math.isfinite(v) and v >= 0)]
+    if bad:
+        raise UsageError(f"--sigma {text!r}: sigma must be >= 0, got {bad[0]:g}")
+    return sorted(set(values))
+
+
+def parse_tiles(text: str) -> list[int]:
+    """Parse a comma list of tile sides (integers >= 1), e.g. ``32,64,128,256``.
+
+    Raises:
+        UsageError: Not integers, or a value < 1.
+    """
+    try:
+        values = [int(p) for p in text.split(",") if p.strip() != ""]
+    except ValueError:
+        raise UsageError(f"--tile {text!r}: expected comma-separated integers >= 1, "
+                         "e.g. 32,64,128") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"--tile {text!r}: every tile size must be an integer >= 1")
+    return sorted(set(values))
+
+
+def checkpoint_labels(paths: list[str | Path]) -> list[str]:
+    """Short unique names: the folder name for ``.../NAME/checkpoint.pt``, else the file stem."""
+    labels = []
+    for p in paths:
+        p = Path(p)
+        base = p.parent.name if p.stem == "checkpoint" and p.parent.name else p.stem
+        label, n = base, 2
+        while label in labels:
+            label, n = f"{base}-{n}", n + 1
+        labels.append(label)
+    return labels
+
+
+def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[int],
+              out: str | Path, *, samples: int = 50, seed: int = 0, adc_bits: int | None = 8,
+              dac_bits: int | None = 8, level: str = "weight", limit: int | None = None,
+              data_dir: str | None = None, batch_size: int = 1000, backend: str | None = None,
+              progress: bool = True, stop_after: int | None = None,
+              on_point: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Evaluate every (checkpoint, sigma, tile) point not yet in ``out/sweep.db``.
+
+    Args:
+        checkpoints: Checkpoint files.
+        sigmas: Variation stds.
+        tiles: Tile sides (square tiles).
+        out: Output directory (``sweep.db``, ``sweep.csv``, two PNG figures).
+        samples: Monte-Carlo device samples per point.
+        seed: Seed of the device samples (the same for every point).
+        adc_bits: ADC bits (None: ideal).
+        dac_bits: DAC bits (None: ideal).
+        level: ``"weight"`` or ``"device"`` variation.
+        limit: First N test examples only.
+        data_dir: Dataset directory.
+        batch_size: Evaluation batch size.
+        backend: Crossbar backend (None: mapping's default).
+        progress: Per-point Monte-Carlo progress bars.
+        stop_after: Stop after computing this many new points (for tests of resuming).
+        on_point: Called with each new point's row dict (``label``, ``sigma``, ``tile``,
+            ``mean``, ``std``, ...).
+
+    Returns:
+        ``dict(rows, computed, skipped, stopped, database, csv, figures)``; ``rows`` are the
+        points of this grid stored so far.
+    """
+    from correctnet.plots import plot_accuracy_vs_sigma, plot_sigma_tile_heatmap
+    from correctnet.sweep_store import SweepStore, export_csv, file_digest, point_key
+
+    out = Path(out)
+    paths = [Path(c) for c in checkpoints]
+    for p in paths:
+        if not p.is_file():
+            raise UsageError(f"checkpoint {p} not found")
+    labels = checkpoint_labels(paths)
+    computed = skipped = 0
+    stopped = False
+    keys: list[str] = []
+    with SweepStore(out / "sweep.db") as store:
+        for path, label in zip(paths, labels):
+            digest = file_digest(path)
+            loaded = None
+            for sigma in sigmas:
+                for tile in tiles:
+                    settings = {"checkpoint_sha256": digest, "sigma": round(float(sigma), 10),
+                                "tile": int(tile), "adc_bits": adc_bits, "dac_bits": dac_bits,
+                                "level": level, "samples": int(samples), "seed": int(seed),
+                                "limit": limit}
+                    key = point_key(settings)
+                    keys.append(key)
+                    if stopped or store.has(key):
+                        skipped += 0 if stopped else 1
+                        continue
+                    if stop_after is not None and computed >= stop_after:
+                        stopped = True
+                        continue
+                    if loaded is None:
+                        model, meta, loader = prepare_checkpoint(
+                            path, limit=limit, data_dir=data_dir, batch_size=batch_size)
+                        from mapping import evaluate_accuracy
+
+                        loaded = (model, loader, float(evaluate_accuracy(model, loader)))
+                    model, loader, clean = loaded
+                    config = make_xbar_config(sigma, tile, adc_bits=adc_bits,
+                                              dac_bits=dac_bits, level=level)
+                    result = simulate_model(model, loader, config, samples=samples, seed=seed,
+                                            backend=backend, progress=progress,
+                                            clean_accuracy=clean)
+                    store.add(key, checkpoint=str(path), label=label, sigma=sigma, tile=tile,
+                              result=result, settings=settings)
+                    computed += 1
+                    if on_point is not None:
+                        on_point({"label": label, "sigma": sigma, "tile": tile,
+                                  "clean_accuracy": clean, "mean": result["mean"],
+                                  "std": result["std"], "seconds": result["seconds"]})
+        rows = store.rows(keys)
+    csv_path = export_csv(rows, out / "sweep.csv")
+    figures = []
+    if rows:
+        figures = [plot_accuracy_vs_sigma(rows, out / "accuracy_vs_sigma.png"),
+                   plot_sigma_tile_heatmap(rows, out / "heatmap_sigma_tile.png")]
+    return {"rows": rows, "computed": computed, "skipped": skipped, "stopped": stopped,
+            "database": out / "sweep.db", "csv": csv_path, "figures": figures}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``sweep`` subcommand."""
+    p = subparsers.add_parser(
+        "sweep", help="accuracy over a checkpoint x sigma x tile grid (resumable)",
+        description="Monte-Carlo accuracy of checkpoints over a grid of device variation "
+                    "(sigma) and tile sizes; results in OUT/sweep.db, OUT/sweep.csv and plots.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, nargs="+", help="checkpoint file(s)")
+    p.add_argument("--sigma", required=True, type=str,
+                   help="START:STOP:STEP (inclusive), comma list, or one value")
+    p.add_argument("--tile", default="128", type=str,
+                   help="comma list of tile sides, e.g. 32,64,128,256 (128)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    add_hardware_arguments(p)
+    p.set_defaults(samples=50)
+    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``correctnet sweep``."""
+    sigmas = parse_sigmas(args.sigma)
+    tiles = parse_tiles(args.tile)
+    total = len(args.checkpoint) * len(sigmas) * len(tiles)
+    print(f"sweep: {len(args.checkpoint)} checkpoint(s) x {len(sigmas)} sigma x "
+          f"{len(tiles)} tile = {total} points, {args.samples} samples each -> {args.out}",
+          flush=True)
+    t0 = time.perf_counter()
+
+    def show(point: dict[str, Any]) -> None:
+        print(f"  {point['label']:<20} sigma {point['sigma']:<5g} tile {point['tile']:<4d} "
+              f"{100 * point['mean']:6.2f}% +- {100 * point['std']:5.2f}%  "
+              f"(clean {100 * point['clean_accuracy']:.2f}%, {point['seconds']:.1f} s)",
+              flush=True)
+
+    result = run_sweep(args.checkpoint, sigmas, tiles, args.out, samples=args.samples,
+                       seed=args.seed, adc_bits=args.adc_bits, dac_bits=args.dac_bits,
+                       level=args.level, limit=args.limit, data_dir=args.data_dir,
+                       batch_size=args.batch_size, backend=args.backend,
+                       progress=True, stop_after=args.stop_after, on_point=show)
+    if result["stopped"]:
+        print(f"stopped after {result['computed']} new point(s) (--stop-after); rerun to "
+              "continue", flush=True)
+        return 3
+    print(f"{result['computed']} computed, {result['skipped']} already stored, "
+          f"{time.perf_counter() - t0:.1f} s")
+    print(f"database {result['database']}\ncsv      {result['csv']}")
+    for fig in result["figures"]:
+        print(f"figure   {fig}")
+    return 0

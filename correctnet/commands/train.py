@@ -1,0 +1,168 @@
+"""``correctnet train``: train a network (plain, Lipschitz or variation-aware) to a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  correctnet train --model lenet5 --dataset fashion-mnist --epochs 10 --out runs/plain
+  correctnet train --method lipschitz --sigma 0.5 --beta 1e-3 --epochs 10 --out runs/lip
+  correctnet train --method variation-aware --sigma 0.5 --epochs 10 --out runs/va
+  correctnet train --method lipschitz --learn-output-scale --epochs 10 --out runs/lip-s
+  correctnet train --epochs 10 --out runs/plain --resume       # continue after Ctrl-C
+  correctnet train --epochs 1 --limit 2048 --out /tmp/quick     # a quick subset run
+
+Writes OUT/checkpoint.pt after every epoch (atomically) and OUT/checkpoint-epochNNN.pt;
+--resume continues from OUT/checkpoint.pt with the same result as an uninterrupted run.
+"""
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    """Argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    """Argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Argparse type: a finite float > 0."""
+    value = nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    from correctnet.data import DATASET_NAMES
+    from correctnet.models import MODEL_NAMES
+    from correctnet.training import METHODS, OPTIMIZERS
+
+    p = subparsers.add_parser(
+        "train", help="train a network to a checkpoint (plain, lipschitz, variation-aware)",
+        description="Train a network and write OUT/checkpoint.pt after every epoch.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=MODEL_NAMES, default="lenet5", help="network (lenet5)")
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion-mnist",
+                   help="dataset (fashion-mnist)")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset directory (default: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download missing data into --data-dir")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--method", choices=METHODS, default="plain", help="training method (plain)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs (10)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (1e-3)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="batch size (128)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer (adam)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="L2 decay (0)")
+    p.add_argument("--sigma", type=nonneg_float, default=0.5,
+                   help="variation std: sets lambda (lipschitz) or the sampled "
+                        "variation (variation-aware) (0.5)")
+    p.add_argument("--beta", type=nonneg_float, default=1e-3,
+                   help="orthogonality penalty weight, lipschitz only (1e-3)")
+    p.add_argument("--k", type=positive_float, default=1.0,
+                   help="target Lipschitz constant in lambda (1)")
+    p.add_argument("--output-scale", type=positive_float, default=1.0,
+                   help="digital scalar on the logits (1)")
+    p.add_argument("--learn-output-scale", action="store_true",
+                   help="learn the digital logit scale")
+    p.add_argument("--output-scale-lr", type=positive_float, default=1e-2,
+                   help="learning rate of the learned log-scale (1e-2)")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of init, shuffling, variation (0)")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="use only the first N training and N test examples")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (cpu)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``correctnet train``."""
+    import torch
+
+    from correctnet.data import dataset_info, load_dataset, make_loader
+    from correctnet.errors import UsageError
+    from correctnet.models import build_model
+    from correctnet.training import TrainConfig, train_model
+
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    cfg = TrainConfig(method=args.method, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, optimizer=args.optimizer, sigma=args.sigma,
+                      beta=args.beta, k=args.k, weight_decay=args.weight_decay, seed=args.seed,
+                      output_scale=args.output_scale,
+                      learn_output_scale=args.learn_output_scale,
+                      output_scale_lr=args.output_scale_lr)
+    info = dataset_info(args.dataset)
+    train = load_dataset(args.dataset, "train", data_dir=args.data_dir,
+                         download=args.download, limit=args.limit)
+    test = load_dataset(args.dataset, "test", data_dir=args.data_dir,
+                        download=args.download, limit=args.limit)
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, num_classes=info["num_classes"],
+                        in_channels=info["in_channels"], input_size=info["input_size"])
+    meta = {"model": args.model, "dataset": args.dataset, "num_classes": info["num_classes"],
+            "in_channels": info["in_channels"], "input_size": info["input_size"],
+            "data_dir": args.data_dir, "limit": args.limit}
+    path = args.out / "checkpoint.pt"
+    if path.exists() and not args.resume:
+        raise UsageError(f"{path} exists; add --resume to continue it or choose another --out")
+    if path.exists():
+        from correctnet.checkpoint import read_checkpoint
+        from correctnet.errors import CheckpointError
+
+        old = read_checkpoint(path)["meta"]
+        for key in ("model", "dataset"):
+            if old.get(key) != meta[key]:
+                raise CheckpointError(f"cannot resume {path}: it holds {key} {old.get(key)!r}, "
+                                      f"not --{key} {meta[key]!r}")
+    history = train_model(model, make_loader(train, cfg.batch_size, shuffle=True, seed=args.seed),
+                          make_loader(test, 1000), cfg, checkpoint_path=path,
+                          resume=args.resume, progress=True, meta=meta, device=args.device)
+    acc = history["test_accuracy"][-1] if history["test_accuracy"] else None
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), "test_accuracy": acc,
+                          "epochs": history["epoch"], "history": history}))
+        return 0
+    for epoch, loss, test_acc in zip(history["epoch"], history["train_loss"],
+                                     history["test_accuracy"]):
+        print(f"epoch {epoch:3d}  train loss {loss:.4f}  test accuracy {100 * test_acc:.2f}%")
+    if cfg.method == "lipschitz" and history["spectral_norms"]:
+        norms = history["spectral_norms"][-1]
+        print(f"spectral norms (lambda {history['lambda']:.4f}): "
+              + ", ".join(f"{name} {value:.3f}" for name, value in norms.items()))
+    print(f"test accuracy {100 * acc:.2f}%  checkpoint {path}")
+    return 0

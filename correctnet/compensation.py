@@ -1,0 +1,417 @@
+"""Digital error compensation of CorrectNet (Eldebiky et al., DATE 2023, Sec. IV-B, Fig. 5).
+
+A compensated layer ``i`` keeps its analog base layer (mapped onto crossbars,
+under device variation) and adds two small *digital* modules:
+
+* the **generator** reads ``concat(pool(x), y)`` -- the layer's input ``x``
+  average-pooled to the output's spatial size and the (noisy) analog output
+  ``y`` -- and makes ``m`` feature maps ``g`` (1x1 convolution + ReLU);
+* the **compensator** reads ``concat(y, g)`` and makes ``n`` maps (1x1
+  convolution) that *replace* the layer's output.
+
+For ``nn.Linear`` layers the analogous pair is used: generator
+``Linear(in + n -> m)`` + ReLU over ``concat(x, y)``, compensator
+``Linear(n + m -> n)`` over ``concat(y, g)``. We keep the input in the
+generator (as the paper's convolution version does) because the input is what
+the analog layer corrupted; the price is that a wide Linear layer is expensive
+to compensate (LeNet-5's fc1 costs > 20 % of the network even at small ratios),
+which the placement search sees through the overhead.
+
+``m = max(1, round(ratio * n))`` per layer. The compensator is initialised to
+``[I | 0]`` (identity on the output part, zero on ``g``, zero bias), so a fresh
+compensated layer returns exactly the original output; training moves it away
+from identity only as far as the loss asks.
+
+Overhead = parameters (weights + biases) of every generator and compensator
+divided by the parameters of the original network (weights + biases of all
+layers), a fraction. LeNet-5 has 61,706 parameters; compensating conv2 (n=16)
+at ratio 1 costs 896 (1.45 %).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from correctnet.errors import CorrectNetError
+
+__all__ = [
+    "PlanError",
+    "ConvGenerator",
+    "ConvCompensator",
+    "LinearGenerator",
+    "LinearCompensator",
+    "CompensatedLayer",
+    "generator_width",
+    "compensable_layers",
+    "make_compensated_layer",
+    "insert_compensation",
+    "compensation_cost",
+    "plan_overhead",
+    "count_parameters",
+    "compensation_parameters",
+    "compensated_layers",
+    "normalize_plan",
+    "parse_plan",
+    "format_plan",
+]
+
+
+class PlanError(CorrectNetError, ValueError):
+    """A compensation plan names an unknown layer or has an invalid ratio."""
+
+
+def _mark_digital(module: nn.Module) -> nn.Module:
+    """Mark ``module`` digital with :func:`mapping.mark_digital` (if mapping is importable)."""
+    try:
+        from mapping import mark_digital
+    except ImportError:  # pragma: no cover - mapping is part of the project
+        module._correctnet_digital = True
+        return module
+    return mark_digital(module)
+
+
+def generator_width(n: int, ratio: float) -> int:
+    """Generator width ``m = max(1, round(ratio * n))``.
+
+    Args:
+        n: Output channels / features of the compensated layer.
+        ratio: Compensation ratio ``m / n`` (> 0).
+
+    Returns:
+        The number of generator filters ``m`` (>= 1).
+
+    Raises:
+        PlanError: if ``ratio`` is not > 0 or ``n`` is not >= 1.
+    """
+    if n < 1:
+        raise PlanError(f"layer width n must be >= 1, got {n}")
+    if not ratio > 0:
+        raise PlanError(f"compensation ratio must be > 0, got {ratio}")
+    return max(1, int(round(ratio * n)))
+
+
+class ConvGenerator(nn.Module):
+    """Generator ``g = relu(W_g * concat(avgpool(x), y) + b_g)``, ``m`` 1x1 filters.
+
+    Args:
+        in_channels: ``l``, channels of the layer's input.
+        out_channels: ``n``, channels of the layer's output.
+        m: Generator filters.
+
+    Shape:
+        x: ``(B, l, H_in, W_in)``, y: ``(B, n, H, W)`` -> ``(B, m, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, m: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels + out_channels, m, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Pool ``x`` to ``y``'s spatial size (adaptive average), concat, 1x1 conv, ReLU."""
+        pooled = F.adaptive_avg_pool2d(x, y.shape[-2:])
+        return F.relu(self.conv(torch.cat([pooled, y], dim=1)))
+
+
+class ConvCompensator(nn.Module):
+    """Compensator ``y' = W_c * concat(y, g) + b_c``, ``n`` 1x1 filters, initialised to identity.
+
+    Args:
+        out_channels: ``n``, channels of the layer's output.
+        m: Generator filters.
+
+    Shape:
+        y: ``(B, n, H, W)``, g: ``(B, m, H, W)`` -> ``(B, n, H, W)``.
+    """
+
+    def __init__(self, out_channels: int, m: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(out_channels + m, out_channels, kernel_size=1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            idx = torch.arange(out_channels)
+            self.conv.weight[idx, idx, 0, 0] = 1.0
+
+    def forward(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Return the compensated output."""
+        return self.conv(torch.cat([y, g], dim=1))
+
+
+class LinearGenerator(nn.Module):
+    """Generator ``g = relu(W_g concat(x, y) + b_g)`` for a Linear layer.
+
+    Shape:
+        x: ``(B, in)``, y: ``(B, n)`` -> ``(B, m)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, m: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features + out_features, m)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Concat input and output, affine, ReLU."""
+        return F.relu(self.fc(torch.cat([x, y], dim=-1)))
+
+
+class LinearCompensator(nn.Module):
+    """Compensator ``y' = W_c concat(y, g) + b_c`` for a Linear layer, initialised to identity.
+
+    Shape:
+        y: ``(B, n)``, g: ``(B, m)`` -> ``(B, n)``.
+    """
+
+    def __init__(self, out_features: int, m: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(out_features + m, out_features)
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.bias.zero_()
+            idx = torch.arange(out_features)
+            self.fc.weight[idx, idx] = 1.0
+
+    def forward(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Return the compensated output."""
+        return self.fc(torch.cat([y, g], dim=-1))
+
+
+class CompensatedLayer(nn.Module):
+    """An analog layer followed by its digital generator and compensator.
+
+    ``forward(x) = compensator(y, generator(x, y))`` with ``y = base(x)``.
+    ``base`` is an ordinary ``nn.Conv2d`` / ``nn.Linear`` until
+    :func:`mapping.convert_to_crossbar` swaps it for a crossbar layer; the
+    generator and compensator are marked digital and stay in torch.
+
+    Args:
+        base: The original layer.
+        generator: A :class:`ConvGenerator` or :class:`LinearGenerator`.
+        compensator: A :class:`ConvCompensator` or :class:`LinearCompensator`.
+        ratio: The plan's ratio (kept for reports).
+    """
+
+    def __init__(
+        self, base: nn.Module, generator: nn.Module, compensator: nn.Module, ratio: float
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.generator = _mark_digital(generator)
+        self.compensator = _mark_digital(compensator)
+        self.ratio = float(ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Analog output corrected digitally."""
+        y = self.base(x)
+        return self.compensator(y, self.generator(x, y))
+
+    def extra_repr(self) -> str:
+        """Show the ratio."""
+        return f"ratio={self.ratio:g}"
+
+
+def _layer_dims(module: nn.Module) -> tuple[str, int, int]:
+    """Return ``(kind, inputs, outputs)`` of a Conv2d/Linear (or crossbar) layer."""
+    if isinstance(module, nn.Conv2d) or hasattr(module, "out_channels"):
+        return "conv", int(module.in_channels), int(module.out_channels)
+    if isinstance(module, nn.Linear) or hasattr(module, "out_features"):
+        return "linear", int(module.in_features), int(module.out_features)
+    raise PlanError(
+        f"cannot compensate a {type(module).__name__}; only Conv2d and Linear layers are valid"
+    )
+
+
+def compensation_cost(module: nn.Module, ratio: float) -> int:
+    """Parameters a compensation of ``module`` at ``ratio`` adds.
+
+    Equation: ``m (l + n) + m`` (generator) ``+ n (n + m) + n`` (compensator),
+    with ``l`` inputs, ``n`` outputs and ``m = generator_width(n, ratio)``.
+
+    Args:
+        module: A Conv2d or Linear layer.
+        ratio: Compensation ratio (> 0).
+
+    Returns:
+        Number of added parameters (weights + biases).
+    """
+    _, n_in, n_out = _layer_dims(module)
+    m = generator_width(n_out, ratio)
+    return m * (n_in + n_out) + m + n_out * (n_out + m) + n_out
+
+
+def make_compensated_layer(module: nn.Module, ratio: float) -> CompensatedLayer:
+    """Wrap ``module`` in a :class:`CompensatedLayer` with a fresh generator/compensator.
+
+    Args:
+        module: Conv2d or Linear layer (shared, not copied).
+        ratio: Compensation ratio ``m / n`` (> 0).
+
+    Returns:
+        The wrapper; its output equals ``module``'s output until trained.
+    """
+    kind, n_in, n_out = _layer_dims(module)
+    m = generator_width(n_out, ratio)
+    if kind == "conv":
+        gen: nn.Module = ConvGenerator(n_in, n_out, m)
+        comp: nn.Module = ConvCompensator(n_out, m)
+    else:
+        gen = LinearGenerator(n_in, n_out, m)
+        comp = LinearCompensator(n_out, m)
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        gen.to(device=weight.device, dtype=weight.dtype)
+        comp.to(device=weight.device, dtype=weight.dtype)
+    return CompensatedLayer(module, gen, comp, ratio)
+
+
+def compensable_layers(model: nn.Module) -> list[str]:
+    """Names of the Conv2d/Linear layers of ``model`` in definition order.
+
+    These are the names plans use (as in ``model.named_modules()``); layers
+    inside digital modules (compensators) are left out.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not _inside_compensation(name):
+            names.append(name)
+    return names
+
+
+def _inside_compensation(name: str) -> bool:
+    parts = name.split(".")
+    return "generator" in parts or "compensator" in parts
+
+
+def normalize_plan(plan: Mapping[str, float]) -> dict[str, float]:
+    """Drop entries with ratio <= 0 and sort by name, so equal plans compare equal.
+
+    Raises:
+        PlanError: if a ratio is not a finite number.
+    """
+    out = {}
+    for name, ratio in plan.items():
+        r = float(ratio)
+        if r != r or r in (float("inf"), float("-inf")):
+            raise PlanError(f"plan ratio for {name!r} must be finite, got {ratio}")
+        if r > 0:
+            out[str(name)] = r
+    return dict(sorted(out.items()))
+
+
+def parse_plan(text: str) -> dict[str, float]:
+    """Parse ``"conv2=0.5,fc3=1"`` into ``{"conv2": 0.5, "fc3": 1.0}``.
+
+    Raises:
+        PlanError: on an entry without ``=`` or a ratio that is not a number.
+    """
+    plan: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in item:
+            raise PlanError(f"plan entry {item!r} must look like LAYER=RATIO (e.g. conv2=0.5)")
+        name, value = (s.strip() for s in item.split("=", 1))
+        try:
+            plan[name] = float(value)
+        except ValueError:
+            raise PlanError(f"plan ratio for {name!r} must be a number, got {value!r}") from None
+    return normalize_plan(plan)
+
+
+def format_plan(plan: Mapping[str, float]) -> str:
+    """Inverse of :func:`parse_plan` (``"none"`` for an empty plan)."""
+    plan = normalize_plan(plan)
+    return ",".join(f"{k}={v:g}" for k, v in plan.items()) or "none"
+
+
+def _check_plan(model: nn.Module, plan: Mapping[str, float]) -> dict[str, float]:
+    plan = normalize_plan(plan)
+    valid = compensable_layers(model)
+    for name in plan:
+        if name not in valid:
+            raise PlanError(
+                f"plan names layer {name!r}, which is not a Conv2d/Linear layer of the model; "
+                f"valid: {', '.join(valid)}"
+            )
+    return plan
+
+
+def count_parameters(model: nn.Module, *, exclude_compensation: bool = True) -> int:
+    """Parameters (weights + biases) of ``model``, compensators excluded by default."""
+    total = 0
+    for name, p in model.named_parameters():
+        if exclude_compensation and _inside_compensation(name):
+            continue
+        total += p.numel()
+    return total
+
+
+def plan_overhead(model: nn.Module, plan: Mapping[str, float]) -> float:
+    """Overhead of ``plan`` on the uncompensated ``model`` without building it.
+
+    Equation: ``sum_i compensation_cost(layer_i, ratio_i) / count_parameters(model)``.
+
+    Raises:
+        PlanError: if the plan names an unknown layer or a bad ratio.
+    """
+    plan = _check_plan(model, plan)
+    modules = dict(model.named_modules())
+    extra = sum(compensation_cost(modules[k], r) for k, r in plan.items())
+    return extra / max(1, count_parameters(model))
+
+
+def insert_compensation(
+    model: nn.Module, plan: Mapping[str, float], *, inplace: bool = False
+) -> nn.Module:
+    """Replace every layer named in ``plan`` by a :class:`CompensatedLayer`.
+
+    Args:
+        model: A float network (not yet converted to crossbars).
+        plan: ``{layer_name: ratio}``; ratios <= 0 mean "no compensation".
+        inplace: Modify ``model`` instead of a deep copy.
+
+    Returns:
+        The compensated model; untrained, it computes the same function.
+
+    Raises:
+        PlanError: for unknown layer names or invalid ratios.
+    """
+    plan = _check_plan(model, plan)
+    if not inplace:
+        model = copy.deepcopy(model)
+    for name, ratio in plan.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make_compensated_layer(getattr(parent, child), ratio))
+    return model
+
+
+def compensated_layers(model: nn.Module) -> dict[str, CompensatedLayer]:
+    """``{name: wrapper}`` of every :class:`CompensatedLayer` in ``model``."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, CompensatedLayer)}
+
+
+def compensation_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Trainable parameters of every generator and compensator in ``model``."""
+    params: list[nn.Parameter] = []
+    for wrapper in compensated_layers(model).values():
+        params.extend(wrapper.generator.parameters())
+        params.extend(wrapper.compensator.parameters())
+    return params
+
+
+def model_overhead(model: nn.Module) -> float:
+    """Overhead of a model that already holds compensation (params in compensators / others)."""
+    extra = sum(p.numel() for p in compensation_parameters(model))
+    return extra / max(1, count_parameters(model))
+
+
+def freeze_except(model: nn.Module, params: Iterable[nn.Parameter]) -> None:
+    """Set ``requires_grad`` False on every parameter of ``model`` except ``params``."""
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
+__all__ += ["model_overhead", "freeze_except"]

@@ -1,0 +1,228 @@
+"""Training CorrectNet's digital compensators under device variation.
+
+The base network is frozen. The compensated network is converted to
+crossbar layers with :func:`mapping.convert_to_crossbar` (generators and
+compensators are marked digital, so they stay torch modules), switched to the
+differentiable torch backend, and before every batch a fresh lognormal
+variation sample is drawn into every analog layer with :func:`mapping.resample`.
+Only generator/compensator parameters are updated, with the original
+cross-entropy loss. Training therefore sees the same maths as Monte-Carlo
+inference (which runs on the numba backend afterwards).
+
+Speed: with an ideal DAC and ADC (the paper's model) the torch backend's convolution is
+``unfold(x) @ W_eff.T``, which equals ``conv2d(x, W_eff)``; during training each crossbar
+convolution is temporarily wrapped so it runs ``F.conv2d`` on the layer's own effective weight
+(``layer.torch_weight()``, the ``resample`` draw), several times faster on CPU than the
+im2col path. Layers with DAC/ADC quantisation keep the backend's own forward.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from correctnet.compensation import (
+    PlanError,
+    compensated_layers,
+    compensation_parameters,
+    freeze_except,
+    insert_compensation,
+    normalize_plan,
+)
+from correctnet.errors import CheckpointError, UsageError
+
+__all__ = [
+    "CompensationConfig",
+    "train_compensation",
+    "compensation_state",
+    "save_compensation",
+    "load_compensation",
+]
+
+
+@dataclass(frozen=True)
+class CompensationConfig:
+    """Hyper-parameters of compensation training."""
+
+    epochs: int = 2
+    """Passes over the training data (>= 1)."""
+    lr: float = 2e-3
+    """Adam learning rate (> 0)."""
+    weight_decay: float = 0.0
+    """L2 weight decay on generator/compensator parameters (>= 0)."""
+    seed: int = 0
+    """Seed of the variation drawn for every batch."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise UsageError(f"compensation.epochs must be an integer >= 1, got {self.epochs!r}")
+        if not self.lr > 0:
+            raise UsageError(f"compensation.lr must be > 0, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise UsageError(
+                f"compensation.weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict."""
+        return asdict(self)
+
+
+class _IdealConv(nn.Module):
+    """``conv2d(x, W_eff)`` of a crossbar convolution with ideal DAC/ADC (training only)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same maths as the torch backend's im2col product when DAC and ADC are ideal."""
+        layer = self.layer
+        w_eff, _ = layer.torch_weight()
+        return F.conv2d(layer.padded_input(x), w_eff.reshape(layer.weight.shape), layer.bias,
+                        stride=layer.stride, dilation=layer.dilation)
+
+
+def _ideal_periphery(layer: nn.Module) -> bool:
+    c = layer.config
+    return c.dac.bits is None and c.dac.input_range is None and c.adc.bits is None
+
+
+def _swap_convs(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Wrap every ideal-periphery crossbar convolution in :class:`_IdealConv`; return undo list."""
+    from mapping import CrossbarConv2d
+
+    swapped = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, CrossbarConv2d) and _ideal_periphery(module) and name:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, _IdealConv(module))
+            swapped.append((parent, child, module))
+    return swapped
+
+
+def train_compensation(
+    model: nn.Module,
+    plan: Mapping[str, float],
+    train_data: Iterable,
+    xbar_config,
+    config: CompensationConfig = CompensationConfig(),
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, dict]:
+    """Insert compensation per ``plan`` into a copy of ``model`` and train it under variation.
+
+    Args:
+        model: Trained float network (left unchanged).
+        plan: ``{layer_name: ratio}`` (ratio <= 0: none).
+        train_data: Iterable of ``(inputs, labels)`` batches.
+        xbar_config: :class:`xbar.XbarConfig` of the analog layers (sets sigma, tiles, ...).
+        config: Training hyper-parameters.
+        device: Torch device for training (``None``: CPU).
+        progress: Show a progress bar per epoch.
+
+    Returns:
+        ``(analog, history)``: the crossbar network holding the trained compensators, switched
+        back to the numba backend (call :func:`mapping.program` / ``run_monte_carlo`` on it),
+        and ``{"loss": [per epoch], "seconds": float}``.
+    """
+    from mapping import convert_to_crossbar, resample, set_backend
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    plan = normalize_plan(plan)
+    comp = insert_compensation(model, plan).to(dev)
+    params = compensation_parameters(comp)
+    freeze_except(comp, params)
+    analog = convert_to_crossbar(comp, xbar_config, inplace=True)
+    history: dict = {"loss": [], "seconds": 0.0, "plan": plan}
+    t0 = time.perf_counter()
+    params = compensation_parameters(analog)
+    if params:
+        set_backend(analog, "torch")
+        analog.to(dev)
+        analog.eval()  # frozen base: batch-norm statistics and dropout stay fixed
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        gen = torch.Generator(device=dev).manual_seed(config.seed)
+        swapped = _swap_convs(analog)
+        for epoch in range(config.epochs):
+            total = batches = 0.0
+            bar = tqdm(train_data, desc=f"compensation {epoch + 1}/{config.epochs}",
+                       leave=False, disable=None if progress else True)
+            for x, y in bar:
+                x, y = x.to(dev), y.to(dev)
+                resample(analog, gen)
+                loss = F.cross_entropy(analog(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                batches += 1
+            history["loss"].append(total / max(batches, 1))
+        for parent, child, module in swapped:
+            setattr(parent, child, module)
+        resample(analog, None, layers=[])  # forget the last draw: every layer ideal again
+        analog.cpu()
+        set_backend(analog, "numba")
+    history["seconds"] = time.perf_counter() - t0
+    return analog, history
+
+
+def compensation_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Generator/compensator tensors of ``model`` keyed by their full parameter names."""
+    state = {}
+    for name, wrapper in compensated_layers(model).items():
+        for part in ("generator", "compensator"):
+            for key, value in getattr(wrapper, part).state_dict().items():
+                state[f"{name}.{part}.{key}"] = value.detach().cpu().clone()
+    return state
+
+
+def save_compensation(path: str | os.PathLike, model: nn.Module, plan: Mapping[str, float],
+                      meta: dict | None = None) -> Path:
+    """Write plan + compensator weights atomically (``<path>.tmp`` then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": "correctnet-compensation", "plan": normalize_plan(plan),
+               "state": compensation_state(model), "meta": dict(meta or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_compensation(path: str | os.PathLike, base: nn.Module) -> tuple[nn.Module, dict]:
+    """Rebuild a compensated float network from ``base`` and a file of :func:`save_compensation`.
+
+    Returns:
+        ``(model, payload)``; ``model`` is a compensated copy of ``base`` (convert it to
+        crossbars for analog inference).
+
+    Raises:
+        CheckpointError: missing or foreign file, or weights that do not fit ``base``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"compensation file {path} not found")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "correctnet-compensation":
+        raise CheckpointError(f"{path} is not a correctnet compensation file")
+    try:
+        model = insert_compensation(base, payload["plan"])
+        missing, unexpected = model.load_state_dict(payload["state"], strict=False)
+    except (PlanError, RuntimeError) as exc:
+        raise CheckpointError(f"compensation {path} does not fit this network: {exc}") from exc
+    wanted = set(compensation_state(model))
+    if unexpected or wanted & set(missing):
+        lost = sorted(wanted & set(missing))[:3]
+        raise CheckpointError(f"compensation {path} does not fit this network "
+                              f"(unexpected {unexpected[:3]}, missing {lost})")
+    return model, payload

@@ -1,0 +1,130 @@
+"""Lipschitz error suppression (CorrectNet, Eldebiky et al., DATE 2023, Sec. III-A).
+
+Under the paper's lognormal variation ``w = w0 * exp(theta)``, ``theta ~ N(0, sigma^2)``, a
+layer's error is bounded through its spectral norm. CorrectNet trains with
+
+    Loss = CE + beta * sum_i || W_i^T W_i - lambda^2 I ||_F^2                         (eq. 9)
+
+    lambda = k / (exp(sigma^2/2) + 3 * sqrt((exp(sigma^2) - 1) * exp(sigma^2)))       (eq. 10)
+
+(the denominator is the mean plus three standard deviations of ``exp(theta)``), pushing every
+weight matrix towards ``lambda`` times an orthogonal matrix. Conv weights are used as matrices
+``(out_channels, in_channels * kh * kw)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrize import type_before_parametrizations
+
+from correctnet.errors import UsageError
+
+
+def _is_digital(module: nn.Module) -> bool:
+    """``mapping.is_digital(module)``, or False when the mapping package is not importable.
+
+    Imported lazily so that this module loads without ``mapping`` (a sibling package).
+    """
+    try:
+        from mapping import is_digital
+    except ImportError:
+        return False
+    return bool(is_digital(module))
+
+
+def lipschitz_lambda(sigma: float, k: float = 1.0) -> float:
+    """Target spectral norm ``lambda`` of every layer (eq. 10).
+
+    ``lambda = k / (exp(sigma^2/2) + 3 * sqrt((exp(sigma^2) - 1) * exp(sigma^2)))``
+
+    Args:
+        sigma: Standard deviation of the lognormal variation ``theta`` (>= 0).
+        k: Target Lipschitz constant of the varied layer (> 0); the paper uses 1.
+
+    Returns:
+        ``lambda`` (``lipschitz_lambda(0.5) ~= 0.3396``; ``lipschitz_lambda(0) == k``).
+
+    Raises:
+        UsageError: ``sigma < 0`` or ``k <= 0`` (or not finite).
+    """
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise UsageError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if not (math.isfinite(k) and k > 0):
+        raise UsageError(f"k must be a finite number > 0, got {k!r}")
+    e = math.exp(sigma * sigma)
+    return k / (math.exp(sigma * sigma / 2.0) + 3.0 * math.sqrt((e - 1.0) * e))
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every analog-mappable Linear / Conv2d, in definition order.
+
+    Modules marked digital (``mapping.is_digital``), and everything inside them, are skipped.
+    Parametrized layers count by their original type.
+    """
+    skip: list[str] = []
+    layers = []
+    for name, module in model.named_modules():
+        if any(name == s or name.startswith(s + ".") for s in skip):
+            continue
+        if _is_digital(module):
+            skip.append(name)
+            continue
+        if issubclass(type_before_parametrizations(module), (nn.Linear, nn.Conv2d)):
+            layers.append((name, module))
+    return layers
+
+
+def _matrix(module: nn.Module) -> torch.Tensor:
+    return module.weight.flatten(1)
+
+
+def orthogonality_penalty(model: nn.Module, lam: float) -> torch.Tensor:
+    """Sum over analog Linear/Conv2d layers of ``|| W^T W - lam^2 I ||_F^2`` (eq. 9).
+
+    ``W`` is ``(out, in)`` (conv: ``(out, in*kh*kw)``). For speed the smaller Gram matrix is
+    formed: with ``c = lam^2``, ``||W^T W - c I_in||_F^2 = tr((W^T W)^2) - 2c tr(W^T W) + c^2 in``
+    and ``tr((W^T W)^2) = tr((W W^T)^2)``, ``tr(W^T W) = tr(W W^T)``, hence
+    ``||W^T W - c I_in||_F^2 = ||W W^T - c I_out||_F^2 + c^2 (in - out)``. The constant is
+    added, so the value (and gradient) equals eq. 9 exactly whichever Gram is used.
+
+    Args:
+        model: Network; modules marked digital are skipped.
+        lam: Target spectral norm ``lambda`` (see :func:`lipschitz_lambda`).
+
+    Returns:
+        Scalar tensor (differentiable w.r.t. the weights); 0 if there is no layer.
+    """
+    c = float(lam) ** 2
+    total = None
+    for _, module in weight_layers(model):
+        w = _matrix(module)
+        out_dim, in_dim = w.shape
+        if out_dim < in_dim:
+            gram = w @ w.t()
+            const = c * c * (in_dim - out_dim)
+        else:
+            gram = w.t() @ w
+            const = 0.0
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        term = (gram - c * eye).pow(2).sum() + const
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total
+
+
+@torch.no_grad()
+def spectral_norms(model: nn.Module) -> dict[str, float]:
+    """Largest singular value of every analog layer's weight matrix.
+
+    Args:
+        model: Network; modules marked digital are skipped.
+
+    Returns:
+        ``{layer name: ||W||_2}`` in definition order (conv weights as ``(out, in*kh*kw)``).
+    """
+    return {name: float(torch.linalg.matrix_norm(_matrix(m).float(), ord=2))
+            for name, m in weight_layers(model)}

@@ -1,0 +1,181 @@
+"""Settings of ``correctnet reproduce``: named presets as a frozen dataclass.
+
+* ``quick``: LeNet-5 / Fashion-MNIST on a 2-core CPU in <= 15 minutes.
+* ``paper``: the paper's settings for a GPU (VGG16 on CIFAR-10/100).
+* ``tiny``: seconds, for tests and the notebook (subsets everywhere).
+
+Vary one with ``dataclasses.replace(get_preset("quick"), samples=50)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from correctnet.errors import UsageError
+
+__all__ = ["Preset", "PRESETS", "get_preset", "PRESET_NAMES"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """All knobs of one reproduce run (epochs, subsets, samples, search space, sweeps)."""
+
+    name: str
+    """Preset name (stored in the run folder)."""
+    epochs: int = 5
+    """Training epochs of the plain network."""
+    lipschitz_epochs: int = 5
+    """Training epochs of the Lipschitz-regularized network."""
+    va_epochs: int = 5
+    """Training epochs of the variation-aware network."""
+    batch_size: int = 128
+    """Training batch size."""
+    lr: float = 1e-3
+    """Adam learning rate of network training."""
+    train_limit: int | None = None
+    """Training images used (None: the whole training split)."""
+    lipschitz_beta: float = 1e-3
+    """beta of the orthogonality penalty (eq. 9)."""
+    lipschitz_output_scale: bool = True
+    """Learn a digital logit scale for the Lipschitz network (never varied)."""
+    base: str = "lipschitz"
+    """Network CorrectNet compensates: "lipschitz" (the paper), "plain" or "variation_aware"."""
+    samples: int = 250
+    """Monte-Carlo samples of the final evaluations (Table I)."""
+    test_limit: int | None = None
+    """Test images of the final evaluations (None: the whole test split)."""
+    eval_batch: int = 1000
+    """Batch size of evaluations."""
+    tile: int = 128
+    """Crossbar tile rows = columns."""
+    threshold: float = 0.95
+    """Candidate selection: accuracy drop below threshold * clean."""
+    candidate_samples: int = 20
+    """Monte-Carlo samples per point of the candidate curve (Fig. 9)."""
+    candidate_test_limit: int | None = 2000
+    """Test images of the candidate curve."""
+    ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+    """Action set: compensation ratios m/n (0 = none); per layer, ratios whose cost alone
+    exceeds the largest limit are dropped."""
+    limits: tuple[float, ...] = (0.01, 0.02, 0.03)
+    """Overhead limits (fractions) of the RL search."""
+    search_episodes: int = 30
+    """RL episodes per limit."""
+    exhaustive_max_plans: int = 64
+    """Run the exhaustive search when the action space has at most this many plans."""
+    search_epochs: int = 1
+    """Compensation-training epochs per evaluated plan."""
+    search_train_limit: int | None = 10000
+    """Training images per evaluated plan."""
+    search_samples: int = 20
+    """Monte-Carlo samples per evaluated plan."""
+    search_test_limit: int | None = 2000
+    """Test images per evaluated plan."""
+    final_epochs: int = 3
+    """Compensation-training epochs of the chosen plan."""
+    final_train_limit: int | None = None
+    """Training images of the final compensation training (None: the whole split)."""
+    comp_lr: float = 2e-3
+    """Adam learning rate of compensation training."""
+    sweep_sigmas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    """sigma values of the accuracy-vs-sigma figure."""
+    sweep_samples: int = 10
+    """Monte-Carlo samples per sweep point."""
+    sweep_test_limit: int | None = 2000
+    """Test images per sweep point."""
+    tile_sizes: tuple[int, ...] = (32, 64, 128, 256)
+    """Tile sizes of the sigma x tile-size map."""
+    seed: int = 0
+    """Seed of training, search and Monte-Carlo."""
+
+    def __post_init__(self) -> None:
+        def bad(field: str, value, valid: str) -> UsageError:
+            return UsageError(f"preset.{field} must be {valid}, got {value!r}")
+
+        for field in ("epochs", "lipschitz_epochs", "va_epochs", "batch_size", "samples",
+                      "eval_batch", "tile", "candidate_samples", "search_episodes",
+                      "search_epochs", "search_samples", "final_epochs", "sweep_samples"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise bad(field, value, "an integer >= 1")
+        for field in ("train_limit", "test_limit", "candidate_test_limit",
+                      "search_train_limit", "search_test_limit", "sweep_test_limit",
+                      "final_train_limit"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise bad(field, value, "None or an integer >= 1")
+        for field in ("lr", "comp_lr"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and value > 0):
+                raise bad(field, value, "a finite number > 0")
+        if not self.lipschitz_beta >= 0:
+            raise bad("lipschitz_beta", self.lipschitz_beta, ">= 0")
+        if self.base not in ("lipschitz", "plain", "variation_aware"):
+            raise bad("base", self.base, '"lipschitz", "plain" or "variation_aware"')
+        if not 0 < self.threshold <= 1:
+            raise bad("threshold", self.threshold, "in (0, 1]")
+        if not self.ratios or any(not (math.isfinite(r) and r >= 0) for r in self.ratios):
+            raise bad("ratios", self.ratios, "a non-empty tuple of finite ratios >= 0")
+        if not self.limits or any(not 0 < x < 1 for x in self.limits):
+            raise bad("limits", self.limits, "a non-empty tuple of fractions in (0, 1)")
+        if not self.sweep_sigmas or any(s < 0 for s in self.sweep_sigmas):
+            raise bad("sweep_sigmas", self.sweep_sigmas, "a non-empty tuple of sigmas >= 0")
+        if not self.tile_sizes or any(t < 1 for t in self.tile_sizes):
+            raise bad("tile_sizes", self.tile_sizes, "a non-empty tuple of sizes >= 1")
+        if self.exhaustive_max_plans < 0:
+            raise bad("exhaustive_max_plans", self.exhaustive_max_plans, ">= 0")
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preset:
+        """Inverse of :meth:`to_dict`."""
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        name="quick", epochs=3, lipschitz_epochs=3, va_epochs=5, base="variation_aware",
+        test_limit=1000,
+        candidate_samples=10, candidate_test_limit=1000, ratios=(0.0, 1.0, 2.0),
+        search_episodes=8, exhaustive_max_plans=18, search_epochs=1, search_train_limit=4000,
+        search_samples=10, search_test_limit=1000, final_epochs=2, final_train_limit=30000,
+        sweep_sigmas=(0.0, 0.2, 0.4, 0.5, 0.6), sweep_samples=8, sweep_test_limit=500,
+        tile_sizes=(32, 64, 128),
+    ),
+    "paper": Preset(
+        name="paper", epochs=60, lipschitz_epochs=60, va_epochs=60, lr=1e-3,
+        candidate_samples=50, candidate_test_limit=None, search_episodes=60,
+        exhaustive_max_plans=0, search_epochs=3, search_train_limit=None,
+        search_samples=30, search_test_limit=5000, final_epochs=20,
+        sweep_samples=30, sweep_test_limit=None, eval_batch=500,
+    ),
+    "tiny": Preset(
+        name="tiny", epochs=1, lipschitz_epochs=1, va_epochs=1, train_limit=512, samples=3,
+        test_limit=200, eval_batch=200, candidate_samples=2, candidate_test_limit=100,
+        ratios=(0.0, 1.0), search_episodes=3, exhaustive_max_plans=4, search_train_limit=128,
+        search_samples=2, search_test_limit=100, final_epochs=1, final_train_limit=512,
+        sweep_sigmas=(0.0, 0.5),
+        sweep_samples=2, sweep_test_limit=100, tile_sizes=(128,),
+    ),
+}
+
+#: Names accepted by ``--preset`` (``tiny`` is for tests and notebooks).
+PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        UsageError: unknown name.
+    """
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; valid: {', '.join(PRESET_NAMES)}")
+    return PRESETS[name]

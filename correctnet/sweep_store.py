@@ -1,0 +1,176 @@
+"""SQLite results store of a sweep: one row per (checkpoint, sigma, tile, settings) point.
+
+Table ``points``:
+
+======================  ==============================================================
+``key`` TEXT PK         SHA-256 of the canonical JSON of everything that determines the
+                        result (checkpoint file hash, sigma, tile, converters, level,
+                        samples, seed, limit); a rerun skips points whose key is present
+``checkpoint``          path as given; ``label`` a short name for plots
+``sigma``, ``tile``     the grid coordinates
+``clean_accuracy``      digital accuracy (fraction)
+``mean``, ``std``       Monte-Carlo accuracy statistics (fractions)
+``samples``             number of device samples; ``accuracies`` JSON list of fractions
+``config``              JSON of the point's settings + ``XbarConfig.to_dict()``
+``hardware``            JSON of ``hardware_report(...).to_dict()``
+``seconds``, ``created`` wall time of the point, UTC ISO time stamp
+======================  ==============================================================
+
+Each point is committed on its own (``INSERT OR IGNORE``), so a sweep killed at any moment
+(Ctrl-C or ``kill -9``) keeps every finished point and never stores one twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from correctnet.errors import CorrectNetError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS points (
+    key TEXT PRIMARY KEY,
+    checkpoint TEXT NOT NULL,
+    label TEXT NOT NULL,
+    sigma REAL NOT NULL,
+    tile INTEGER NOT NULL,
+    clean_accuracy REAL,
+    mean REAL NOT NULL,
+    std REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    accuracies TEXT NOT NULL,
+    config TEXT NOT NULL,
+    hardware TEXT,
+    seconds REAL,
+    created TEXT NOT NULL
+)
+"""
+
+#: Columns exported to CSV (``accuracies``/``config``/``hardware`` stay in the database).
+CSV_COLUMNS: tuple[str, ...] = ("label", "checkpoint", "sigma", "tile", "clean_accuracy",
+                                "mean", "std", "samples", "seconds", "key")
+
+
+class SweepStoreError(CorrectNetError, RuntimeError):
+    """The sweep database cannot be opened or is not a sweep database."""
+
+
+def point_key(settings: dict[str, Any]) -> str:
+    """Unique key of a point: SHA-256 of ``json.dumps(settings, sort_keys=True)``."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 hex digest of a file's bytes (identifies a checkpoint's content)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class SweepStore:
+    """A sweep database (``DIR/sweep.db``); use as a context manager.
+
+    Args:
+        path: SQLite file (created with its parent directory if missing).
+
+    Raises:
+        SweepStoreError: The file exists but is not a usable SQLite sweep database.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = sqlite3.connect(str(self.path), timeout=30.0)
+            self._con.row_factory = sqlite3.Row
+            self._con.execute(_SCHEMA)
+            self._con.commit()
+        except sqlite3.DatabaseError as exc:
+            raise SweepStoreError(f"{self.path} is not a usable sweep database: {exc}") from exc
+
+    def __enter__(self) -> SweepStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._con.close()
+
+    def has(self, key: str) -> bool:
+        """True if a point with this key is stored."""
+        return self._con.execute("SELECT 1 FROM points WHERE key = ?", (key,)).fetchone() \
+            is not None
+
+    def add(self, key: str, *, checkpoint: str, label: str, sigma: float, tile: int,
+            result: dict[str, Any], settings: dict[str, Any]) -> bool:
+        """Insert one point and commit; an existing key is left unchanged.
+
+        Args:
+            key: :func:`point_key` of ``settings``.
+            checkpoint: Checkpoint path as given by the user.
+            label: Short name of the checkpoint.
+            sigma: Variation std of the point.
+            tile: Tile side of the point.
+            result: :func:`correctnet.commands.simulate.simulate_model` output.
+            settings: What determined the point (stored in ``config`` with the XbarConfig).
+
+        Returns:
+            True if a row was inserted.
+        """
+        config = dict(settings, xbar=result.get("config"))
+        cur = self._con.execute(
+            "INSERT OR IGNORE INTO points (key, checkpoint, label, sigma, tile, clean_accuracy,"
+            " mean, std, samples, accuracies, config, hardware, seconds, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, checkpoint, label, float(sigma), int(tile), result.get("clean_accuracy"),
+             float(result["mean"]), float(result["std"]), int(result["samples"]),
+             json.dumps(result["accuracies"]), json.dumps(config, sort_keys=True),
+             json.dumps(result.get("hardware")), result.get("seconds"),
+             _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")))
+        self._con.commit()
+        return cur.rowcount == 1
+
+    def rows(self, keys: list[str] | None = None) -> list[dict[str, Any]]:
+        """Stored points as dicts (JSON columns decoded), ordered by label, sigma, tile.
+
+        Args:
+            keys: Only these keys (None: all rows).
+        """
+        found = [dict(r) for r in self._con.execute(
+            "SELECT * FROM points ORDER BY label, sigma, tile, key")]
+        if keys is not None:
+            wanted = set(keys)
+            found = [r for r in found if r["key"] in wanted]
+        for row in found:
+            for column in ("accuracies", "config", "hardware"):
+                row[column] = json.loads(row[column]) if row[column] is not None else None
+        return found
+
+    def count(self) -> int:
+        """Number of stored points."""
+        return int(self._con.execute("SELECT COUNT(*) FROM points").fetchone()[0])
+
+
+def export_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write points to CSV (columns :data:`CSV_COLUMNS`, accuracies as fractions).
+
+    Written to ``<path>.tmp`` and moved into place.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c) for c in CSV_COLUMNS})
+    tmp.replace(path)
+    return path

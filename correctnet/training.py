@@ -1,0 +1,295 @@
+"""Training: plain, Lipschitz-regularized (CorrectNet eq. 9) and variation-aware.
+
+Methods (``TrainConfig.method``):
+
+- ``plain``: cross-entropy.
+- ``lipschitz``: ``CE + beta * sum_i ||W_i^T W_i - lambda^2 I||_F^2`` with
+  ``lambda = lipschitz_lambda(sigma, k)``; per-layer spectral norms are logged every epoch.
+- ``variation-aware``: every batch draws a fresh ``w * exp(theta)``, ``theta ~ N(0, sigma^2)``
+  per weight, into every analog Linear/Conv2d weight (modules marked digital are left alone);
+  the forward pass uses ``torch.func.functional_call`` with the perturbed weights, so the
+  gradient reaches the nominal weights (``d/dw [w exp(theta)] = exp(theta)``).
+
+Determinism: the loader's shuffling generator and the variation generator are reseeded from
+``seed`` and the epoch number at the start of every epoch, so a run resumed from a checkpoint
+gives the same weights as an uninterrupted one.
+
+Optional digital output scale (``output_scale``, ``learn_output_scale``): a scalar multiplying
+the logits (see :class:`correctnet.models.OutputScale`); it lets a network whose layers are held
+near a small ``lambda`` still reach confident logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from correctnet.checkpoint import read_checkpoint, save_checkpoint
+from correctnet.errors import CheckpointError, UsageError
+from correctnet.lipschitz import lipschitz_lambda, orthogonality_penalty, spectral_norms
+from correctnet.lipschitz import weight_layers
+from correctnet.models import output_scale_of, set_output_scale
+
+#: Training methods accepted by :class:`TrainConfig`.
+METHODS: tuple[str, ...] = ("plain", "lipschitz", "variation-aware")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run."""
+
+    method: str = "plain"
+    """``"plain"``, ``"lipschitz"`` or ``"variation-aware"``."""
+    epochs: int = 10
+    """Number of passes over the training set (>= 1)."""
+    lr: float = 1e-3
+    """Learning rate (> 0)."""
+    batch_size: int = 128
+    """Examples per batch, used by the CLI to build loaders (>= 1)."""
+    optimizer: str = "adam"
+    """``"adam"`` or ``"sgd"`` (momentum 0.9)."""
+    sigma: float = 0.5
+    """Lognormal variation std of ``theta`` (unitless, >= 0): sets lambda (lipschitz) or the
+    sampled variation (variation-aware)."""
+    beta: float = 1e-3
+    """Weight of the orthogonality penalty (>= 0; lipschitz only)."""
+    k: float = 1.0
+    """Target Lipschitz constant in lambda (> 0; lipschitz only)."""
+    weight_decay: float = 0.0
+    """L2 weight decay (>= 0)."""
+    seed: int = 0
+    """Seed of initial shuffling and variation draws."""
+    output_scale: float = 1.0
+    """Initial digital logit scale (> 0); 1.0 with ``learn_output_scale=False`` is a no-op."""
+    learn_output_scale: bool = False
+    """Learn the digital logit scale."""
+    output_scale_lr: float = 1e-2
+    """Learning rate of the learned log-scale (> 0; its own parameter group, no weight decay,
+    so it can grow by orders of magnitude within an epoch or two)."""
+    keep_epoch_checkpoints: bool = True
+    """Besides ``checkpoint_path``, keep ``<stem>-epochNNN<suffix>`` for every epoch."""
+
+    def __post_init__(self) -> None:
+        def bad(field: str, value: Any, valid: str) -> UsageError:
+            return UsageError(f"train.{field} must be {valid}, got {value!r}")
+
+        if self.method not in METHODS:
+            raise bad("method", self.method, " | ".join(METHODS))
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", self.optimizer, " | ".join(OPTIMIZERS))
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise bad("epochs", self.epochs, "an integer >= 1")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise bad("batch_size", self.batch_size, "an integer >= 1")
+        for field, low, strict in (("lr", 0.0, True), ("sigma", 0.0, False),
+                                   ("beta", 0.0, False), ("k", 0.0, True),
+                                   ("weight_decay", 0.0, False), ("output_scale", 0.0, True),
+                                   ("output_scale_lr", 0.0, True)):
+            value = getattr(self, field)
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and (
+                value > low if strict else value >= low)
+            if not ok:
+                raise bad(field, value, f"a finite number {'>' if strict else '>='} {low:g}")
+
+    @property
+    def lam(self) -> float:
+        """``lambda = lipschitz_lambda(sigma, k)`` (eq. 10)."""
+        return lipschitz_lambda(self.sigma, self.k)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the fields."""
+        return dataclasses.asdict(self)
+
+
+def _make_optimizer(params: list[nn.Parameter], scale_params: list[nn.Parameter],
+                    cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if scale_params:
+        groups.append({"params": scale_params, "lr": cfg.output_scale_lr, "weight_decay": 0.0})
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def perturbed_weights(model: nn.Module, sigma: float,
+                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Fresh lognormal samples ``w * exp(theta)``, ``theta ~ N(0, sigma^2)``, of analog weights.
+
+    Args:
+        model: Network; every Linear/Conv2d weight not marked digital is perturbed.
+        sigma: Std of ``theta`` (>= 0).
+        generator: Torch generator on the weights' device (``None``: global RNG).
+
+    Returns:
+        ``{parameter name: perturbed tensor}`` for ``torch.func.functional_call``; the tensors
+        depend differentiably on the nominal weights.
+    """
+    out = {}
+    for name, module in weight_layers(model):
+        w = module.weight
+        theta = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        out[f"{name}.weight" if name else "weight"] = w * torch.exp(sigma * theta)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> float:
+    """Clean accuracy (fraction correct) of ``model`` on ``loader`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(dev), y.to(dev)
+        correct += int((model(x).argmax(1) == y).sum())
+        total += int(y.numel())
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def epoch_checkpoint_path(path: Path, epoch: int) -> Path:
+    """``<stem>-epochNNN<suffix>`` next to ``path``."""
+    return path.with_name(f"{path.stem}-epoch{epoch:03d}{path.suffix}")
+
+
+def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable | None,
+                cfg: TrainConfig, *, checkpoint_path: str | Path | None = None,
+                resume: bool = False, progress: bool = True,
+                extra_modules: Iterable[nn.Module] | None = None,
+                meta: dict[str, Any] | None = None,
+                device: str | torch.device | None = None) -> dict[str, Any]:
+    """Train ``model`` in place with the chosen method, checkpointing every epoch.
+
+    Args:
+        model: Network (e.g. from :func:`correctnet.models.build_model`).
+        train_loader: Iterable of ``(x, y)`` batches; if it has a ``torch.Generator`` in
+            ``.generator`` it is reseeded with ``seed + epoch`` every epoch.
+        test_loader: Batches for the per-epoch clean test accuracy (``None``: skip).
+        cfg: Hyper-parameters.
+        checkpoint_path: File written atomically after every epoch (plus per-epoch copies if
+            ``cfg.keep_epoch_checkpoints``); ``None``: no checkpoints.
+        resume: Continue from ``checkpoint_path`` if it exists (weights, optimizer, history,
+            epoch); finished runs return at once.
+        progress: Show tqdm progress bars.
+        extra_modules: Further modules whose parameters are optimised with the model's (not
+            penalised, not varied), e.g. digital heads held outside the model.
+        meta: Base checkpoint metadata (``model``, ``dataset``, ``num_classes``,
+            ``in_channels``, ``input_size`` are needed to reload); training adds ``method``,
+            ``sigma``, ``beta``, ``k``, ``epoch``, ``epochs``, ``test_accuracy``, ``history``,
+            ``train_config``, ``output_scale``, ``learn_output_scale``.
+        device: Device to train on (``"cpu"``, ``"cuda"``); ``None``: the model's device.
+
+    Returns:
+        History dict of per-epoch lists: ``epoch``, ``train_loss``, ``train_accuracy``,
+        ``penalty`` (lipschitz), ``test_accuracy`` (fractions), ``spectral_norms`` (lipschitz:
+        one ``{layer: norm}`` dict per epoch), ``seconds``; plus ``lambda``.
+
+    Raises:
+        UsageError: Bad device. CheckpointError: resume from an incompatible checkpoint.
+    """
+    try:
+        dev = torch.device(device) if device is not None else next(model.parameters()).device
+    except RuntimeError as exc:
+        raise UsageError(f"bad device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available; use cpu")
+    if cfg.output_scale != 1.0 or cfg.learn_output_scale:
+        set_output_scale(model, cfg.output_scale, cfg.learn_output_scale)
+    model.to(dev)
+    extras = [m.to(dev) for m in (extra_modules or [])]
+    scale_module = getattr(model, "output_scale", None)
+    scale_ids = ({id(p) for p in scale_module.parameters()}
+                 if isinstance(scale_module, nn.Module) else set())
+    scale_params = [p for p in model.parameters() if id(p) in scale_ids and p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
+    params += [p for m in extras for p in m.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, scale_params, cfg)
+    lam = cfg.lam
+    history: dict[str, Any] = {"epoch": [], "train_loss": [], "train_accuracy": [],
+                               "penalty": [], "test_accuracy": [], "spectral_norms": [],
+                               "seconds": [], "lambda": lam}
+    start = 0
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if resume and path is not None and path.is_file():
+        payload = read_checkpoint(path)
+        try:
+            model.load_state_dict(payload["state_dict"])
+            if payload.get("optimizer_state") is not None:
+                optimizer.load_state_dict(payload["optimizer_state"])
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"cannot resume from {path}: it does not fit this model "
+                                  f"and optimizer ({str(exc).splitlines()[0]})") from exc
+        old = payload["meta"]
+        if old.get("method") != cfg.method:
+            raise CheckpointError(f"cannot resume from {path}: it was trained with method "
+                                  f"{old.get('method')!r}, not {cfg.method!r}")
+        history = dict(old.get("history") or history)
+        start = int(old.get("epoch", 0))
+        model.to(dev)
+    for epoch in range(start + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        if isinstance(getattr(train_loader, "generator", None), torch.Generator):
+            train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
+        var_gen = torch.Generator(device=dev).manual_seed(cfg.seed * 100_003 + epoch + 7)
+        model.train()
+        loss_sum = pen_sum = 0.0
+        correct = seen = batches = 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=None if progress else True)
+        for x, y in bar:
+            x, y = x.to(dev), y.to(dev)
+            if cfg.method == "variation-aware" and cfg.sigma > 0:
+                logits = functional_call(model, perturbed_weights(model, cfg.sigma, var_gen),
+                                         (x,), strict=False)
+            else:
+                logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            total = loss
+            if cfg.method == "lipschitz" and cfg.beta > 0:
+                pen = orthogonality_penalty(model, lam)
+                total = loss + cfg.beta * pen
+                pen_sum += float(pen.detach())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach())
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += int(y.numel())
+            batches += 1
+            bar.set_postfix(loss=f"{loss_sum / batches:.3f}")
+        bar.close()
+        history["epoch"].append(epoch)
+        history["train_loss"].append(loss_sum / max(batches, 1))
+        history["train_accuracy"].append(correct / max(seen, 1))
+        history["penalty"].append(pen_sum / max(batches, 1) if cfg.method == "lipschitz" else None)
+        test_acc = evaluate(model, test_loader, dev) if test_loader is not None else None
+        history["test_accuracy"].append(test_acc)
+        history["spectral_norms"].append(spectral_norms(model)
+                                         if cfg.method == "lipschitz" else None)
+        history["seconds"].append(time.perf_counter() - t0)
+        if path is not None:
+            scale, learn = output_scale_of(model)
+            full_meta = dict(meta or {})
+            full_meta.update({"method": cfg.method, "sigma": cfg.sigma, "beta": cfg.beta,
+                              "k": cfg.k, "epoch": epoch, "epochs": cfg.epochs,
+                              "test_accuracy": test_acc, "history": history,
+                              "train_config": cfg.to_dict(), "output_scale": scale,
+                              "learn_output_scale": learn})
+            opt_state = optimizer.state_dict()
+            save_checkpoint(path, model, full_meta, optimizer_state=opt_state)
+            if cfg.keep_epoch_checkpoints:
+                save_checkpoint(epoch_checkpoint_path(path, epoch), model, full_meta,
+                                optimizer_state=opt_state)
+    return history

@@ -1,0 +1,40 @@
+"""Networks onto RRAM crossbars: module swap, im2col lowering, Monte-Carlo, reports.
+
+Uses torch and :mod:`xbar`; never imports ``correctnet``. See ``mapping/README.md``.
+"""
+
+from __future__ import annotations
+
+from .control import as_generator, program, program_ideal, resample, select_layers, set_backend
+from .convert import (
+    COMPUTE_LAYERS,
+    convert_to_crossbar,
+    crossbar_layers,
+    default_mapping,
+    is_digital,
+    mark_digital,
+    unconverted_layers,
+)
+from .errors import (
+    ArgumentTypeError,
+    BackendError,
+    DataError,
+    LayerSelectionError,
+    MappingError,
+    NotProgrammedError,
+    UnsupportedLayerError,
+)
+from .fastpath import warmup
+from .layers import BACKENDS, CrossbarConv2d, CrossbarLayer, CrossbarLinear
+from .montecarlo import MonteCarloResult, evaluate_accuracy, run_monte_carlo
+from .report import HardwareReport, hardware_report
+
+__all__ = [
+    "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "CrossbarConv2d",
+    "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
+    "MappingError", "MonteCarloResult", "NotProgrammedError", "UnsupportedLayerError",
+    "as_generator", "convert_to_crossbar", "crossbar_layers", "default_mapping",
+    "evaluate_accuracy", "hardware_report", "is_digital", "mark_digital", "program",
+    "program_ideal", "resample", "run_monte_carlo", "select_layers", "set_backend",
+    "unconverted_layers", "warmup",
+]

@@ -1,0 +1,152 @@
+"""Monte-Carlo fast path: crossbar layers run the fused kernel of :mod:`mapping.kernels`.
+
+While installed, a crossbar layer's ``forward`` calls :class:`FastState` instead of its
+backend: the effective weight of the current device sample (from xbar, after ``program``)
+goes through the fused im2col + DAC + tiled MAC + ADC kernel, with no im2col matrix in memory.
+The first layer of a network can also return a precomputed output (``override``), computed
+for several device samples at once from one DAC quantisation of its (shared) input.
+
+The maths equals ``xbar.TiledCrossbar.matmul`` on the same cells; only the order of the
+float32 bit-line sums differs (tests compare to a tolerance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import kernels
+from .layers import CrossbarConv2d, CrossbarLayer
+
+
+class LayerStatics:
+    """Per-layer constants of the fused kernel: tiles, converter gains, bias, geometry."""
+
+    def __init__(self, layer: CrossbarLayer) -> None:
+        cfg = layer.config
+        dac, adc = cfg.dac, cfg.adc
+        xb = layer.crossbar
+        self.bounds = np.asarray(xb.row_splits, dtype=np.int64)
+        self.q_dac = float(2 ** (dac.bits - 1) - 1) if dac.bits is not None else 0.0
+        self.q_adc = float(2 ** (adc.bits - 1) - 1) if adc.bits is not None else 0.0
+        self.in_range = float(dac.input_range or 0.0)
+        self.dac_mode = int(dac.bits is not None or dac.input_range is not None
+                            or adc.bits is not None)
+        n_t = len(self.bounds) - 1
+        n_out = xb.shape[0]
+        if adc.bits is not None:
+            f = xb.adc_full_scale()
+            in_div = self.q_dac if self.q_dac else 1.0
+            with np.errstate(divide="ignore"):
+                self.gain = np.where(f > 0.0, self.q_adc / (f * in_div), 0.0)
+            self.step = np.ascontiguousarray(f / self.q_adc)
+        else:
+            self.gain = np.ones((n_t, n_out))
+            self.step = np.full((n_t, n_out), 1.0 / self.q_dac if self.q_dac else 1.0)
+        self.gain = np.ascontiguousarray(self.gain, dtype=np.float64)
+        b = layer.bias
+        self.bias = (np.zeros(n_out, np.float32) if b is None
+                     else b.detach().cpu().numpy().astype(np.float32).ravel())
+        self.conv = isinstance(layer, CrossbarConv2d)
+        if self.conv:
+            self.kernel = tuple(int(v) for v in layer.kernel_size)
+            self.stride = tuple(int(v) for v in layer.stride)
+            self.dilation = tuple(int(v) for v in layer.dilation)
+        else:
+            self.kernel = self.stride = self.dilation = (1, 1)
+        self.n_out = n_out
+
+
+def sample_weights(layer: CrossbarLayer) -> np.ndarray:
+    """The programmed effective weight in kernel layout: float32 ``(K, O)`` (transposed)."""
+    return np.ascontiguousarray(layer.crossbar.effective_weight().T)
+
+
+def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
+                  wt: np.ndarray) -> torch.Tensor:
+    """Run ``layer`` on ``x`` for ``S`` device samples with the fused kernel.
+
+    Args:
+        st: The layer's constants.
+        layer: The crossbar layer (for padding and output size).
+        x: Input batch (CPU), ``(B, C, H, W)`` for a conv, ``(..., in)`` for a linear layer.
+        wt: Effective weights, float32 ``(S, K, O)``.
+
+    Returns:
+        float32 tensor ``(S, B, O, Ho, Wo)`` (conv) or ``(S, *lead, O)`` (linear), bias added.
+    """
+    n_s = wt.shape[0]
+    if not st.conv:
+        return _linear_blas(st, x, wt)
+    b = x.shape[0]
+    ho, wo = layer.output_size(x.shape[2], x.shape[3])
+    layer.last_output_size = (ho, wo)
+    xn = np.ascontiguousarray(layer.padded_input(x).detach().numpy(), dtype=np.float32)
+    out = np.empty((n_s, b, st.n_out, ho, wo), dtype=np.float32)
+    # vectorise over positions when there are many (or few channels), else over channels
+    use_positions = st.n_out < 32 or ho * wo >= 64
+    kern = kernels.analog_conv_positions if use_positions else kernels.analog_conv_forward
+    kern(xn, wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode, st.q_dac, st.in_range,
+         st.q_adc, st.kernel[0], st.kernel[1], st.stride[0], st.stride[1], st.dilation[0],
+         st.dilation[1], out)
+    return torch.from_numpy(out)
+
+
+def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
+    """Linear layer: DAC kernel, one BLAS GEMM per row tile (all samples), ADC kernel."""
+    n_s, n_k, n_o = wt.shape
+    lead = x.shape[:-1]
+    xn = np.ascontiguousarray(x.detach().reshape(-1, n_k).numpy(), dtype=np.float32)
+    n = xn.shape[0]
+    codes = np.empty_like(xn)
+    scales = np.empty(n, dtype=np.float64)
+    kernels.dac_rows(xn, st.dac_mode, st.q_dac, st.in_range, codes, scales)
+    n_t = len(st.bounds) - 1
+    w_all = torch.from_numpy(wt).permute(1, 0, 2).reshape(n_k, n_s * n_o)   # (K, S*O)
+    c = torch.from_numpy(codes)
+    p = torch.empty((n_t, n, n_s * n_o), dtype=torch.float32)
+    for t in range(n_t):
+        r0, r1 = int(st.bounds[t]), int(st.bounds[t + 1])
+        torch.mm(c[:, r0:r1], w_all[r0:r1], out=p[t])
+    out = np.empty((n_s, n, n_o), dtype=np.float32)
+    pn = p.numpy()
+    for s in range(n_s):
+        ps = np.ascontiguousarray(pn[:, :, s * n_o:(s + 1) * n_o]) if n_s > 1 else pn
+        kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales, st.bias, out[s])
+    return torch.from_numpy(out).reshape(n_s, *lead, n_o)
+
+
+class FastState:
+    """Installed as ``layer._fast`` by the Monte-Carlo engine (see the module docstring)."""
+
+    def __init__(self, layer: CrossbarLayer) -> None:
+        self.statics = LayerStatics(layer)
+        self.wt: np.ndarray | None = None          # (1, K, O) current sample
+        self.override: torch.Tensor | None = None  # precomputed output for the next call
+
+    def __call__(self, layer: CrossbarLayer, x: torch.Tensor) -> torch.Tensor:
+        """Return the override if set, else run the current sample through the kernel."""
+        if self.override is not None:
+            out, self.override = self.override, None
+            return out
+        unbatched = self.statics.conv and x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        y = fused_forward(self.statics, layer, x, self.wt)[0]
+        return y[0] if unbatched else y
+
+
+def warmup() -> None:
+    """Compile (or load from cache) the fused kernel on tiny inputs."""
+    x = np.ones((1, 1, 2, 2), np.float32)
+    wt = np.ones((1, 4, 2), np.float32)
+    g = np.ones((1, 2))
+    out = np.empty((1, 1, 2, 1, 1), np.float32)
+    for kern in (kernels.analog_conv_forward, kernels.analog_conv_positions):
+        kern(x, wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), 1, 127.0, 0.0,
+             127.0, 2, 2, 1, 1, 1, 1, out)
+    xr = np.ones((2, 4), np.float32)
+    s = np.empty(2)
+    kernels.dac_rows(xr, 1, 127.0, 0.0, np.empty_like(xr), s)
+    kernels.adc_rows(np.ones((1, 2, 2), np.float32), g, g, 127.0, s, np.zeros(2, np.float32),
+                     np.empty((2, 2), np.float32))

@@ -1,0 +1,387 @@
+"""Crossbar layers: ``nn.Linear`` / ``nn.Conv2d`` whose products run on tiled RRAM crossbars.
+
+A crossbar layer keeps the digital weight as the master ``nn.Parameter`` ``.weight`` (and the
+digital ``.bias``) and holds a :class:`xbar.TiledCrossbar` (``.crossbar``) built from
+``weight.flatten(1)``, the ``(out, in)`` matrix (a convolution is lowered by im2col:
+``in = in_channels * kh * kw`` in ``(c, i, j)`` order, one matrix row per output position).
+
+It runs through one of two backends (:attr:`backend`):
+
+* ``"numba"`` (default on CPU): ``crossbar.matmul`` on numpy, not differentiable;
+* ``"torch"``: the same periphery maths in torch ops (:mod:`mapping.torch_ops`), differentiable
+  (straight-through rounding), on the layer's device.
+
+The torch backend uses, in order of precedence, a variation drawn with torch by
+:meth:`resample` (``w_eff = w * exp(theta)``, gradients reach ``weight``), else the effective
+weight of the last :meth:`program` (taken from xbar; the gradient reaches ``weight`` straight
+through: ``w + (w_eff - w).detach()``), else the exact weight (after :meth:`program_ideal`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xbar import TiledCrossbar, XbarConfig, balanced_splits
+
+from . import torch_ops
+from .errors import ArgumentTypeError, BackendError, NotProgrammedError, UnsupportedLayerError
+
+#: Execution backends accepted by :func:`mapping.set_backend`.
+BACKENDS = ("numba", "torch")
+
+
+class CrossbarLayer(nn.Module):
+    """Base of the crossbar layers: crossbar, programming, backends (not used directly)."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_crossbar(self, config: XbarConfig) -> None:
+        if not isinstance(config, XbarConfig):
+            raise ArgumentTypeError(f"config must be an xbar.XbarConfig, got "
+                                    f"{type(config).__name__}")
+        self.config = config
+        self._backend: str | None = None
+        self._key: tuple | None = None
+        self._mode = "unprogrammed"     # "programmed" | "ideal" after program/program_ideal
+        self._noise: tuple[torch.Tensor, torch.Tensor | None] | None = None   # resample()
+        self._torch_cache: dict[str, torch.Tensor] = {}
+        self._fast = None                # Monte-Carlo fast path hook (mapping.montecarlo)
+        self.last_output_size: tuple[int, int] | None = None   # conv (Ho, Wo) of last forward
+        self.crossbar = self._build()
+        self.program_ideal()
+
+    # ------------------------------------------------------------------ weights
+    def weight_matrix(self) -> torch.Tensor:
+        """The master weight as the ``(out, in)`` crossbar matrix (``weight.flatten(1)``)."""
+        return self.weight.flatten(1)
+
+    def row_bounds(self) -> tuple[int, ...]:
+        """Row-tile boundaries along ``in`` (xbar's balanced splits; independent of weights)."""
+        return balanced_splits(self.weight_matrix().shape[1], self.config.tile.n_rows)
+
+    def _build(self) -> TiledCrossbar:
+        w = self.weight.detach()
+        self._key = (w.data_ptr(), w._version, w.device)
+        return TiledCrossbar(w.flatten(1).cpu().numpy(), self.config)
+
+    def _refresh(self) -> None:
+        w = self.weight.detach()
+        if self._key != (w.data_ptr(), w._version, w.device):
+            self.crossbar = self._build()
+
+    @property
+    def backend(self) -> str:
+        """``"numba"`` or ``"torch"``; unset = numba for CPU weights, torch otherwise."""
+        if self._backend is not None:
+            return self._backend
+        return "numba" if self.weight.device.type == "cpu" else "torch"
+
+    @backend.setter
+    def backend(self, name: str | None) -> None:
+        if name is not None and name not in BACKENDS:
+            raise BackendError(f"backend must be one of {BACKENDS} (or None for automatic), "
+                               f"got {name!r}")
+        self._backend = name
+
+    # ------------------------------------------------------------------ programming
+    def program(self, rng: np.random.Generator | int) -> None:
+        """Draw one device sample with xbar (rebuilding the crossbar if the weight changed).
+
+        Args:
+            rng: ``np.random.Generator`` (advanced) or int seed.
+        """
+        self._refresh()
+        self.crossbar.program(rng)
+        self._after_program("programmed")
+
+    def program_ideal(self) -> None:
+        """Program the targets exactly (no variation): the layer computes the exact product."""
+        self._refresh()
+        self.crossbar.program_ideal()
+        self._after_program("ideal")
+
+    def _after_program(self, mode: str) -> None:
+        self._mode = mode
+        self._noise = None
+        self._torch_cache = {}
+
+    def resample(self, generator: torch.Generator | None = None) -> None:
+        """Draw fresh lognormal variation with torch on the weight's device (torch backend).
+
+        Weight level: ``theta ~ N(0, sigma^2)`` per weight, ``w_eff = w_t * exp(theta)``; device
+        level: one theta per cell, ``G± = G±_t * exp(theta±)``, ``w_eff = (G+ - G-) / k``
+        (``w_t``: the level-quantised target, ``k = (g_max - g_min) / w_max``). ``w_eff`` is
+        recomputed from the live ``weight`` in every forward, so gradients reach it. Stuck-at
+        faults and read noise are not drawn here (a warning says so).
+
+        Args:
+            generator: ``torch.Generator`` on the weight's device, or None (global RNG).
+        """
+        d = self.config.device
+        if d.has_faults or d.read_noise > 0:
+            warnings.warn("resample() draws lognormal variation only; stuck-at faults and read "
+                          "noise of the config are not applied (use program())", stacklevel=2)
+        shape = self.weight_matrix().shape
+        dev = self.weight.device
+        if d.sigma == 0:
+            self._noise = (torch.zeros(shape, device=dev), None)
+            return
+        z_pos = torch.randn(shape, generator=generator, device=dev) * d.sigma
+        z_neg = None
+        if d.level == "device":
+            z_neg = torch.randn(shape, generator=generator, device=dev) * d.sigma
+        self._noise = (z_pos, z_neg)
+
+    def clear_variation(self) -> None:
+        """Forget a :meth:`resample` draw (the torch backend falls back to the programmed state)."""
+        self._noise = None
+
+    # ------------------------------------------------------------------ torch maths
+    def _target(self, w: torch.Tensor) -> torch.Tensor:
+        """Level-quantised target weights (straight-through), as xbar programs them."""
+        levels = self.config.device.levels
+        if levels is None:
+            return w
+        w_max = w.detach().abs().amax().clamp_min(1e-30)
+        a = torch_ops.round_ste(w.abs() / w_max * (levels - 1)) / (levels - 1) * w_max
+        return torch.sign(w) * a
+
+    def _varied(self, w_t: torch.Tensor) -> torch.Tensor:
+        z_pos, z_neg = self._noise
+        if z_neg is None:
+            return w_t * torch.exp(z_pos)
+        d = self.config.device
+        w_max = self.weight.detach().abs().amax()                    # xbar's weight_scale
+        w_max = torch.where(w_max > 0, w_max, torch.ones_like(w_max))
+        k = (d.g_max - d.g_min) / w_max
+        gp = d.g_min + torch.relu(w_t) * k
+        gn = d.g_min + torch.relu(-w_t) * k
+        return (gp * torch.exp(z_pos) - gn * torch.exp(z_neg)) / k
+
+    def torch_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effective weight and ADC full scale used by the torch backend.
+
+        Returns:
+            ``(w_eff, F)``: ``(out, in)`` on the weight's device (carrying gradients to
+            ``weight``), and ``(n_row_tiles, out)`` full scales (weight units, no gradient).
+        """
+        w = self.weight_matrix()
+        dev = w.device
+        if self._noise is not None:
+            w_t = self._target(w)
+            bounds = self.row_bounds()
+            fs = self.config.adc.full_scale * torch.stack(
+                [w_t.detach()[:, a:b].abs().sum(1) for a, b in zip(bounds[:-1], bounds[1:])])
+            return self._varied(w_t), fs
+        if self._mode == "unprogrammed":
+            raise NotProgrammedError("crossbar layer is not programmed; call program() first")
+        cache = self._torch_cache
+        if cache.get("device") is None or cache["w_eff"].device != dev:
+            cache["w_eff"] = torch.from_numpy(self.crossbar.effective_weight()).to(dev)
+            cache["fs"] = torch.from_numpy(self.crossbar.adc_full_scale()).to(dev, torch.float32)
+            cache["device"] = dev
+        w_eff = cache["w_eff"].to(w.dtype)
+        return w + (w_eff - w).detach(), cache["fs"]
+
+    def analog_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W_eff.T`` through DAC, tiles and ADC on the current backend (no bias).
+
+        Shape:
+            ``x``: ``(N, in)`` -> ``(N, out)``.
+        """
+        if self.backend == "torch":
+            w_eff, fs = self.torch_weight()
+            c = self.config
+            return torch_ops.analog_matmul(x, w_eff, self.row_bounds(), fs,
+                                           dac_bits=c.dac.bits, dac_input_range=c.dac.input_range,
+                                           adc_bits=c.adc.bits)
+        if self._noise is not None:
+            raise NotProgrammedError("the numba backend runs the xbar-programmed cells; this "
+                                     "layer holds a torch resample() draw: call program() or "
+                                     "clear_variation(), or set_backend(model, 'torch')")
+        self._refresh_or_fail()
+        y = self.crossbar.matmul(x.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(y).to(x.device, x.dtype)
+
+    def _refresh_or_fail(self) -> None:
+        w = self.weight.detach()
+        if self._key != (w.data_ptr(), w._version, w.device):
+            raise NotProgrammedError("the weight changed since the crossbar was programmed; "
+                                     "call program() or program_ideal() again")
+
+    def extra_repr(self) -> str:
+        """Tile grid and backend (appended to the subclass's description)."""
+        t = self.config.tile
+        return (f"{super().extra_repr()}, tiles={self.crossbar.tile_grid} of "
+                f"{t.n_rows}x{t.n_cols}, backend={self.backend}")
+
+
+def _param(t: torch.Tensor | None) -> nn.Parameter | None:
+    if t is None or isinstance(t, nn.Parameter):
+        return t
+    return nn.Parameter(t.detach().clone())
+
+
+class CrossbarLinear(CrossbarLayer):
+    """``y = A(x) + b``: a fully connected layer on tiled crossbars, bias added digitally.
+
+    Args:
+        in_features: Inputs (word lines).
+        out_features: Outputs (bit lines).
+        config: Hardware model of this layer.
+        bias: Whether to add a (digital) bias.
+        device: Device of the parameters.
+
+    Shape:
+        ``(*, in_features)`` -> ``(*, out_features)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, config: XbarConfig, *,
+                 bias: bool = True, device: torch.device | str | None = None,
+                 _weight: torch.Tensor | None = None, _bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        if _weight is None:
+            ref = nn.Linear(in_features, out_features, bias=bias, device=device)
+            _weight, _bias = ref.weight, ref.bias
+        self.weight = _param(_weight)
+        self.bias = _param(_bias)
+        self._init_crossbar(config)
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, config: XbarConfig) -> CrossbarLinear:
+        """Build from an ``nn.Linear`` (its Parameters are shared, not copied).
+
+        A parametrized module gives a new Parameter holding its current (computed) weight.
+        """
+        return cls(module.in_features, module.out_features, config, _weight=module.weight,
+                   _bias=module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Analog product plus digital bias."""
+        if self._fast is not None:
+            return self._fast(self, x)
+        lead = x.shape[:-1]
+        y = self.analog_matmul(x.reshape(-1, self.in_features))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        """Shape, bias, tiles and backend."""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}{CrossbarLayer.extra_repr(self)}")
+
+
+class CrossbarConv2d(CrossbarLayer):
+    """2-D convolution lowered by im2col onto tiled crossbars; bias added digitally.
+
+    ``F.unfold`` turns the input into one row per output position, ``(B*Ho*Wo, C*kh*kw)``,
+    multiplied by the ``(out_channels, C*kh*kw)`` crossbar matrix. Any stride, padding
+    (numbers, ``"same"``/``"valid"``, any ``padding_mode``) and dilation; ``groups == 1`` only.
+
+    Shape:
+        ``(B, C, H, W)`` -> ``(B, out_channels, Ho, Wo)`` (unbatched ``(C, H, W)`` accepted).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 config: XbarConfig, *, stride: tuple[int, int] = (1, 1),
+                 padding: tuple[int, int] | str = (0, 0), dilation: tuple[int, int] = (1, 1),
+                 padding_mode: str = "zeros", bias: bool = True,
+                 device: torch.device | str | None = None, _weight: torch.Tensor | None = None,
+                 _bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if _weight is None:
+            ref = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                            padding=padding, dilation=dilation, bias=bias, device=device)
+            _weight, _bias = ref.weight, ref.bias
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = tuple(_weight.shape[2:])
+        self.stride = tuple(stride)
+        self.dilation = tuple(dilation)
+        self.padding = padding if isinstance(padding, str) else tuple(padding)
+        self.padding_mode = padding_mode
+        self.weight = _param(_weight)
+        self.bias = _param(_bias)
+        self._init_crossbar(config)
+
+    @classmethod
+    def from_float(cls, module: nn.Conv2d, config: XbarConfig) -> CrossbarConv2d:
+        """Build from an ``nn.Conv2d`` (Parameters shared, not copied).
+
+        Raises:
+            UnsupportedLayerError: ``groups != 1`` (grouped/depthwise convolutions).
+        """
+        if module.groups != 1:
+            raise UnsupportedLayerError(
+                f"Conv2d with groups={module.groups} cannot be mapped (only groups=1 lowers to "
+                "one crossbar matrix); leave it digital with convert_to_crossbar(..., "
+                "exclude=[name]) or mark_digital(module)")
+        return cls(module.in_channels, module.out_channels, module.kernel_size, config,
+                   stride=module.stride, padding=module.padding, dilation=module.dilation,
+                   padding_mode=module.padding_mode, _weight=module.weight, _bias=module.bias)
+
+    def pad_amounts(self) -> tuple[int, int, int, int]:
+        """Explicit ``(left, right, top, bottom)`` padding (``"same"`` resolved as torch does)."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            out = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):
+                total = d * (k - 1)
+                out += [total // 2, total - total // 2]
+            return tuple(out)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
+
+    def padded_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input with the layer's padding applied (``padding_mode`` honoured)."""
+        pads = self.pad_amounts()
+        if not any(pads):
+            return x
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, pads, mode=mode)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """``(Ho, Wo)`` for an unpadded input of ``h x w`` pixels."""
+        p = self.pad_amounts()
+        sizes = []
+        for n, lo, hi, k, s, d in ((h, p[2], p[3], self.kernel_size[0], self.stride[0],
+                                    self.dilation[0]),
+                                   (w, p[0], p[1], self.kernel_size[1], self.stride[1],
+                                    self.dilation[1])):
+            sizes.append((n + lo + hi - d * (k - 1) - 1) // s + 1)
+        return sizes[0], sizes[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """im2col, analog product, digital bias."""
+        if self._fast is not None:
+            return self._fast(self, x)
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        b = x.shape[0]
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        self.last_output_size = (ho, wo)
+        cols = F.unfold(self.padded_input(x), self.kernel_size, dilation=self.dilation,
+                        stride=self.stride)                       # (B, K, L)
+        rows = cols.transpose(1, 2).reshape(b * ho * wo, -1)      # (B*L, K)
+        y = self.analog_matmul(rows).reshape(b, ho * wo, self.out_channels).transpose(1, 2)
+        y = y.reshape(b, self.out_channels, ho, wo)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y.squeeze(0) if unbatched else y
+
+    def extra_repr(self) -> str:
+        """Convolution geometry, tiles and backend."""
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+                f"{CrossbarLayer.extra_repr(self)}")

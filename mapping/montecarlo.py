@@ -1,0 +1,308 @@
+"""Monte-Carlo accuracy over device samples (Eldebiky et al., DATE 2023: 250 samples).
+
+``run_monte_carlo`` draws ``samples`` device samples (``program(model, rng_i, layers=...)``
+with ``rng_i = default_rng(SeedSequence(seed).spawn(samples)[i])``) and reports the test
+accuracy of each. On CPU it runs the fast path (:mod:`mapping.fastpath`):
+
+* the data are materialised once, in chunks, and reused by every sample;
+* the input of the first analog layer is computed once per chunk and cached; its DAC
+  quantisation is shared by a group of samples whose first-layer products run in one
+  fused kernel call (several device samples per pass over the input);
+* every other crossbar layer runs the fused im2col + DAC + MAC + ADC kernel (no im2col
+  matrix in memory, zero input codes skipped).
+
+Elsewhere (CUDA, read noise) it programs each sample and evaluates the model as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .control import LayerSelection, _layers_or_fail, program, select_layers
+from .errors import DataError
+from .fastpath import FastState, fused_forward, sample_weights
+from .layers import CrossbarLayer
+
+#: Bytes allowed for first-layer outputs of one chunk times one sample group.
+_GROUP_BYTES = 256 * 2**20
+#: Bytes allowed for the effective weights of one sample group.
+_STATE_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class MonteCarloResult:
+    """Accuracy over device samples.
+
+    Attributes:
+        accuracies: Accuracy of every sample, fractions in [0, 1], shape ``(samples,)``.
+        mean: Mean of ``accuracies``.
+        std: Standard deviation of ``accuracies`` (population, ``ddof=0``).
+        samples: Number of device samples.
+        seed: Seed the samples were drawn from.
+        layers: Names of the varied crossbar layers.
+        n_images: Images evaluated per sample.
+        seconds: Wall-clock time of the run.
+    """
+
+    accuracies: np.ndarray
+    mean: float
+    std: float
+    samples: int
+    seed: int
+    layers: list[str] = field(default_factory=list)
+    n_images: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_accuracies(cls, accuracies: Iterable[float], **kw) -> MonteCarloResult:
+        """Build from per-sample accuracies (mean and std computed here)."""
+        acc = np.asarray(list(accuracies), dtype=np.float64)
+        return cls(accuracies=acc, mean=float(acc.mean()), std=float(acc.std()),
+                   samples=int(acc.size), **kw)
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (accuracies as a list of fractions)."""
+        return {"mean": self.mean, "std": self.std, "samples": self.samples, "seed": self.seed,
+                "layers": list(self.layers), "n_images": self.n_images,
+                "seconds": self.seconds, "accuracies": [float(a) for a in self.accuracies]}
+
+    def __str__(self) -> str:
+        return (f"accuracy {100 * self.mean:.2f}% +- {100 * self.std:.2f}% over {self.samples} "
+                f"device samples ({self.n_images} images)")
+
+
+def materialise(data: Iterable) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Read every ``(inputs, labels)`` batch of ``data`` once (CPU tensors).
+
+    Raises:
+        DataError: empty data, or batches that are not ``(inputs, labels)`` pairs.
+    """
+    out = []
+    for i, batch in enumerate(data):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise DataError(f"data must yield (inputs, labels) batches; batch {i} is a "
+                            f"{type(batch).__name__}")
+        x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} labels")
+        out.append((x.cpu(), y.cpu()))
+    if not out or sum(len(y) for _, y in out) == 0:
+        raise DataError("data holds no batches; give an iterable of (inputs, labels), e.g. a "
+                        "DataLoader")
+    return out
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    return int((logits.argmax(dim=-1) == labels.to(logits.device)).sum())
+
+
+def evaluate_accuracy(model: nn.Module, data: Iterable, *,
+                      device: torch.device | str | None = None) -> float:
+    """Fraction of correctly classified inputs (arg-max of the logits), in eval mode.
+
+    Args:
+        model: Any classifier (converted or not), run as it is programmed now.
+        data: Iterable of ``(inputs, labels)`` batches.
+        device: Where to run; default the device of the model's parameters.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        DataError: empty or malformed data.
+
+    Note:
+        With numba-backend crossbar layers on CPU, torch runs single-threaded during the
+        evaluation (its spinning OpenMP workers would starve Numba's), then is restored.
+    """
+    dev = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and any(layer.backend == "numba" for layer in _all_crossbar(model)):
+        torch.set_num_threads(1)     # see _fast_run: torch's spinning workers starve Numba's
+    correct = total = 0
+    try:
+        with torch.no_grad():
+            for x, y in materialise(data):
+                correct += _count_correct(model(x.to(dev)), y)
+                total += len(y)
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)
+    return correct / total
+
+
+def _all_crossbar(model: nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, CrossbarLayer)]
+
+
+def _rechunk(batches, images_per_chunk: int):
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    return [(x[i:i + images_per_chunk], y[i:i + images_per_chunk])
+            for i in range(0, len(y), images_per_chunk)]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _first_layer_plan(model, entries, x):
+    """Which crossbar layer runs first, and is each called exactly once per forward?"""
+    calls = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: calls.append(i))
+             for i, (_, layer) in enumerate(entries)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    once = sorted(calls) == list(range(len(entries)))
+    return (calls[0] if calls else None), once
+
+
+def _capture_input(model, layer, x):
+    box = {}
+
+    def grab(_layer, inp):
+        box["x"] = inp.detach().clone()
+        raise _Stop
+
+    layer._fast = grab
+    try:
+        with torch.no_grad():
+            model(x)
+    except _Stop:
+        pass
+    finally:
+        layer._fast = None
+    return box["x"]
+
+
+def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, seed: int = 0,
+                    layers: LayerSelection = None, progress: bool = True,
+                    group_size: int | None = None) -> MonteCarloResult:
+    """Accuracy of a converted model over ``samples`` device samples.
+
+    Args:
+        model: A converted model (:func:`mapping.convert_to_crossbar`); left programmed with
+            the last sample.
+        data: Iterable of ``(inputs, labels)`` batches (read once).
+        samples: Device samples (>= 1).
+        seed: Seed of the samples (int >= 0); the same seed gives the same accuracies.
+        layers: Varied layers (see :func:`mapping.program`); the others are exact.
+        progress: Show a tqdm bar over samples.
+        group_size: Samples sharing one first-layer pass (fast path); default chosen by memory.
+
+    Returns:
+        The :class:`MonteCarloResult`.
+
+    Raises:
+        DataError: empty or malformed data; ``samples`` < 1.
+        LayerSelectionError: no crossbar layers or a bad ``layers``.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise DataError(f"samples must be an int >= 1, got {samples!r}")
+    t0 = time.perf_counter()
+    entries = _layers_or_fail(model)
+    chosen = select_layers(entries, layers)
+    names = [entries[i][0] for i in sorted(chosen)]
+    seqs = np.random.SeedSequence(seed).spawn(samples)
+    batches = materialise(data)
+    n_images = sum(len(y) for _, y in batches)
+    was_training = model.training
+    model.eval()
+    fast = (_model_device(model).type == "cpu"
+            and all(layer.config.device.read_noise == 0 for _, layer in entries)
+            and all(p.device.type == "cpu" for p in model.parameters()))
+    bar = tqdm(total=samples, desc="Monte-Carlo", disable=not progress, leave=False)
+    try:
+        if fast:
+            acc = _fast_run(model, entries, batches, seqs, layers, group_size, bar)
+        else:
+            acc = []
+            for seq in seqs:
+                program(model, np.random.default_rng(seq), layers=layers)
+                acc.append(evaluate_accuracy(model, batches))
+                bar.update(1)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return MonteCarloResult.from_accuracies(acc, seed=seed, layers=names, n_images=n_images,
+                                            seconds=time.perf_counter() - t0)
+
+
+def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[float]:
+    states = {}
+    for _, layer in entries:
+        layer.program_ideal()           # crossbars rebuilt from the current weights
+        states[id(layer)] = FastState(layer)
+    n_images = sum(len(y) for _, y in batches)
+    first, once = _first_layer_plan(model, entries, batches[0][0][:1])
+    weights = sum(layer.crossbar.shape[0] * layer.crossbar.shape[1] for _, layer in entries)
+    if group_size is None:
+        group_size = int(max(1, min(8, _STATE_BYTES // max(1, 4 * weights))))
+    share = first is not None and once and group_size > 1
+    chunk_images = 1024
+    if share:
+        first_layer = entries[first][1]
+        with torch.no_grad():
+            probe = _capture_input(model, first_layer, batches[0][0][:1])
+            st0 = states[id(first_layer)].statics
+            out_elems = fused_forward(st0, first_layer, probe,
+                                      sample_weights(first_layer)[None]).numel()
+        chunk_images = int(max(1, min(4096, _GROUP_BYTES // (4 * out_elems * group_size))))
+    chunks = _rechunk(batches, chunk_images)
+    cached = ([_capture_input(model, first_layer, x) for x, _ in chunks] if share else None)
+    accs: list[float] = []
+    threads = torch.get_num_threads()
+    # Numba kernels and torch ops alternate; torch's OpenMP workers keep spinning after each
+    # op and starve the Numba workers, so torch runs single-threaded inside the loop.
+    torch.set_num_threads(1)
+    try:
+        for _, layer in entries:
+            layer._fast = states[id(layer)]
+        for g0 in range(0, len(seqs), group_size):
+            group = seqs[g0:g0 + group_size]
+            wts = []                                  # per sample: {layer id: (1, K, O)}
+            for seq in group:
+                program(model, np.random.default_rng(seq), layers=layers)
+                wts.append({id(layer): sample_weights(layer)[None] for _, layer in entries})
+            correct = np.zeros(len(group), dtype=np.int64)
+            if share:
+                stack = np.ascontiguousarray(np.concatenate([w[id(first_layer)] for w in wts]))
+            with torch.no_grad():
+                for c, (x, y) in enumerate(chunks):
+                    pre = None
+                    if share:
+                        pre = fused_forward(states[id(first_layer)].statics, first_layer,
+                                            cached[c], stack)
+                    for s, w in enumerate(wts):
+                        for _, layer in entries:
+                            states[id(layer)].wt = w[id(layer)]
+                        if pre is not None:
+                            states[id(first_layer)].override = pre[s]
+                        correct[s] += _count_correct(model(x), y)
+            accs.extend(float(k) / n_images for k in correct)
+            bar.update(len(group))
+    finally:
+        torch.set_num_threads(threads)
+        for _, layer in entries:
+            layer._fast = None
+            states[id(layer)].override = None
+    return accs

@@ -1,0 +1,156 @@
+"""Plainly written numpy / torch oracles for every fast kernel.
+
+Each function here is the slow, obviously-correct version of something the
+packages compute quickly. Tests compare the two. Keep these simple: loops
+and textbook formulas, no cleverness.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ---------------------------------------------------------------- xbar oracles
+
+
+def xbar_splits(n, block):
+    """Balanced contiguous blocks: ceil(n / block) blocks, sizes differ by <= 1, longer first."""
+    n_blocks = -(-n // block)
+    bounds = [0]
+    for i in range(n_blocks):
+        size = n // n_blocks + (1 if i < n % n_blocks else 0)
+        bounds.append(bounds[-1] + size)
+    return bounds
+
+
+def xbar_dac(x, bits, input_range=None):
+    """DAC of each row of x: returns (u, s), u = integer codes (or x/s when bits is None)."""
+    x = np.asarray(x, dtype=np.float32)
+    u = np.zeros(x.shape, dtype=np.float64)
+    s = np.zeros(x.shape[0], dtype=np.float64)
+    for b in range(x.shape[0]):
+        row = x[b].astype(np.float64)
+        s[b] = input_range if input_range is not None else np.max(np.abs(row))
+        if s[b] == 0.0:
+            continue
+        for i in range(x.shape[1]):
+            v = min(max(row[i], -s[b]), s[b]) / s[b]
+            if bits is not None:
+                q = 2 ** (bits - 1) - 1
+                v = min(max(np.rint(v * q), -q), q)
+            u[b, i] = v
+    return u, s
+
+
+def xbar_matmul(x, w_eff, w_target, n_rows, dac_bits, adc_bits, full_scale=1.0,
+                input_range=None):
+    """Tiled crossbar MAC with per-tile bit-line ADCs, written as loops (see xbar/README.md).
+
+    w_eff, w_target: (out, in). Returns (batch, out) float32.
+    """
+    w_eff = np.asarray(w_eff, dtype=np.float32).astype(np.float64)
+    w_target = np.asarray(w_target, dtype=np.float32).astype(np.float64)
+    n_out, n_in = w_eff.shape
+    u, s = xbar_dac(x, dac_bits, input_range)
+    in_div = 1.0 if dac_bits is None else 2.0 ** (dac_bits - 1) - 1
+    bounds = xbar_splits(n_in, n_rows)
+    y = np.zeros((u.shape[0], n_out), dtype=np.float32)
+    for b in range(u.shape[0]):
+        for c in range(n_out):
+            acc = 0.0
+            for t in range(len(bounds) - 1):
+                r0, r1 = bounds[t], bounds[t + 1]
+                p = float(np.float32(np.dot(u[b, r0:r1], w_eff[c, r0:r1])))
+                f = full_scale * np.sum(np.abs(w_target[c, r0:r1]))
+                if adc_bits is None:
+                    acc += p / in_div
+                    continue
+                qa = 2.0 ** (adc_bits - 1) - 1
+                gain = qa / (f * in_div) if f > 0 else 0.0
+                acc += min(max(np.rint(p * gain), -qa), qa) * (f / qa)
+            y[b, c] = np.float32(acc * s[b])
+    return y
+
+
+def xbar_program_cells(w, z_pos, z_neg, sigma, level, g_min, g_max):
+    """Effective weights (G+ - G-)/k of one device sample; z_* are standard normals."""
+    w = np.asarray(w, dtype=np.float64)
+    w_max = np.max(np.abs(w))
+    k = (g_max - g_min) / w_max
+    if level == "weight":
+        return w * np.exp(sigma * z_pos)
+    gp = (g_min + np.maximum(w, 0) * k) * np.exp(sigma * z_pos)
+    gn = (g_min + np.maximum(-w, 0) * k) * np.exp(sigma * z_neg)
+    return (gp - gn) / k
+
+
+# ------------------------------------------------------------- mapping oracles
+
+
+def mapping_lognormal_accuracies(model, x, y, sigma, samples, seed):
+    """Paper eq. 1-2 in plain torch: every Linear/Conv2d weight times exp(theta), theta ~
+    N(0, sigma^2) per weight and sample; returns the accuracy (fraction) of each sample."""
+    import copy
+
+    import torch
+
+    rng = np.random.default_rng(seed)
+    accs = []
+    for _ in range(samples):
+        m = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                    theta = rng.normal(0.0, sigma, size=tuple(mod.weight.shape))
+                    mod.weight.mul_(torch.from_numpy(np.exp(theta)).float())
+            pred = m(x).argmax(dim=1)
+        accs.append(float((pred == y).float().mean()))
+    return np.array(accs)
+
+
+def mapping_conv_as_matmul(x, w, b, stride, padding, dilation):
+    """Convolution by explicit loops over output positions: each receptive field (c, i, j
+    order) dotted with w.flatten(1) -- the im2col lowering, written out (numpy, NCHW)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    wm = w.reshape(o, -1)
+    out = np.zeros((n, o, ho, wo))
+    for bi in range(n):
+        for r in range(ho):
+            for s in range(wo):
+                field = [xp[bi, ci, r * stride[0] + i * dilation[0],
+                            s * stride[1] + j * dilation[1]]
+                         for ci in range(c) for i in range(kh) for j in range(kw)]
+                out[bi, :, r, s] = wm @ np.array(field) + (0 if b is None else b)
+    return out
+
+
+
+# ---------------------------------------------------------- correctnet oracles
+
+
+def lipschitz_lambda(sigma, k=1.0):
+    """CorrectNet eq. 10: k / (mean + 3 std of exp(theta)), theta ~ N(0, sigma^2)."""
+    mean = np.exp(sigma**2 / 2)
+    std = np.sqrt((np.exp(sigma**2) - 1) * np.exp(sigma**2))
+    return k / (mean + 3 * std)
+
+
+def orthogonality_term(w, lam):
+    """||W^T W - lam^2 I||_F^2 for one (out, in) matrix, with plain loops over the Gram."""
+    w = np.asarray(w, dtype=np.float64)
+    n_in = w.shape[1]
+    total = 0.0
+    for i in range(n_in):
+        for j in range(n_in):
+            g = float(np.dot(w[:, i], w[:, j]))
+            total += (g - (lam**2 if i == j else 0.0)) ** 2
+    return total
+
+
+def spectral_norm(w):
+    """Largest singular value of a matrix via the eigenvalues of W^T W."""
+    w = np.asarray(w, dtype=np.float64)
+    return float(np.sqrt(np.max(np.linalg.eigvalsh(w.T @ w))))

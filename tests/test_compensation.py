@@ -1,0 +1,104 @@
+import pytest
+import torch
+from torch import nn
+
+from correctnet.compensation import (
+    CompensatedLayer,
+    PlanError,
+    compensable_layers,
+    compensation_cost,
+    compensation_parameters,
+    count_parameters,
+    format_plan,
+    generator_width,
+    insert_compensation,
+    model_overhead,
+    normalize_plan,
+    parse_plan,
+    plan_overhead,
+)
+from correctnet.models import build_model
+
+
+def lenet():
+    torch.manual_seed(0)
+    return build_model("lenet5").eval()
+
+
+def test_generator_width():
+    assert generator_width(16, 0.5) == 8
+    assert generator_width(16, 0.01) == 1
+    assert generator_width(10, 0.25) == 2  # round(2.5) banker's -> 2
+    with pytest.raises(PlanError, match="ratio"):
+        generator_width(16, 0.0)
+    with pytest.raises(PlanError, match="n must be"):
+        generator_width(0, 1.0)
+
+
+def test_conv_and_linear_shapes_and_counts():
+    model = lenet()
+    comp = insert_compensation(model, {"features.conv2": 0.5, "classifier.fc3": 1.0})
+    conv = comp.get_submodule("features.conv2")
+    fc = comp.get_submodule("classifier.fc3")
+    assert isinstance(conv, CompensatedLayer) and isinstance(fc, CompensatedLayer)
+    # conv2: l=6, n=16, m=8
+    assert conv.generator.conv.weight.shape == (8, 6 + 16, 1, 1)
+    assert conv.compensator.conv.weight.shape == (16, 16 + 8, 1, 1)
+    x = torch.randn(3, 6, 14, 14)
+    y = conv.base(x)
+    assert conv.generator(x, y).shape == (3, 8, 10, 10)
+    assert conv(x).shape == (3, 16, 10, 10)
+    # fc3: in=84, n=10, m=10
+    assert fc.generator.fc.weight.shape == (10, 84 + 10)
+    assert fc.compensator.fc.weight.shape == (10, 20)
+    assert fc(torch.randn(4, 84)).shape == (4, 10)
+    # overhead: counted parameters equal the closed form
+    n_comp = sum(p.numel() for p in compensation_parameters(comp))
+    assert n_comp == (8 * 22 + 8 + 16 * 24 + 16) + (10 * 94 + 10 + 10 * 20 + 10)
+    assert n_comp == compensation_cost(model.features.conv2, 0.5) + compensation_cost(
+        model.classifier.fc3, 1.0)
+    assert count_parameters(model) == 61706 == count_parameters(comp)
+    assert model_overhead(comp) == pytest.approx(n_comp / 61706)
+    assert plan_overhead(model, {"features.conv2": 0.5, "classifier.fc3": 1.0}) == pytest.approx(
+        model_overhead(comp))
+    assert plan_overhead(model, {"features.conv2": 1.0}) == pytest.approx(896 / 61706)
+
+
+def test_fresh_compensated_layer_equals_original():
+    model = lenet()
+    comp = insert_compensation(model, {"features.conv1": 2.0, "features.conv2": 1.0,
+                                       "classifier.fc1": 0.1, "classifier.fc3": 0.5})
+    x = torch.randn(5, 1, 28, 28)
+    torch.testing.assert_close(comp(x), model(x), rtol=0, atol=1e-6)
+    # the original model is untouched (deep copy), inplace modifies it
+    assert not isinstance(model.features.conv1, CompensatedLayer)
+    same = insert_compensation(model, {"features.conv1": 1.0}, inplace=True)
+    assert same is model and isinstance(model.features.conv1, CompensatedLayer)
+
+
+def test_compensable_layers_and_plan_errors():
+    model = lenet()
+    names = compensable_layers(model)
+    assert names == ["features.conv1", "features.conv2", "classifier.fc1", "classifier.fc2",
+                     "classifier.fc3"]
+    comp = insert_compensation(model, {"features.conv2": 1.0})
+    assert compensable_layers(comp) == ["features.conv2.base" if n == "features.conv2" else n
+                                        for n in names]
+    with pytest.raises(PlanError, match="features.nope"):
+        insert_compensation(model, {"features.nope": 1.0})
+    with pytest.raises(PlanError, match="finite"):
+        normalize_plan({"features.conv1": float("nan")})
+    with pytest.raises(PlanError, match="LAYER=RATIO"):
+        parse_plan("conv2")
+    with pytest.raises(PlanError, match="number"):
+        parse_plan("conv2=abc")
+    with pytest.raises(PlanError, match="cannot compensate"):
+        from correctnet.compensation import make_compensated_layer
+        make_compensated_layer(nn.ReLU(), 1.0)
+
+
+def test_parse_and_format_plan():
+    plan = parse_plan(" features.conv2=0.5, classifier.fc3=1 ,features.conv1=0")
+    assert plan == {"classifier.fc3": 1.0, "features.conv2": 0.5}
+    assert parse_plan(format_plan(plan)) == plan
+    assert format_plan({}) == "none" and parse_plan("") == {}

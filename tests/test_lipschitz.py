@@ -1,0 +1,83 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from correctnet.errors import UsageError
+from correctnet.lipschitz import (
+    lipschitz_lambda, orthogonality_penalty, spectral_norms, weight_layers)
+from correctnet.models import build_model
+import naive
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # tiny models: intra-op threads only add overhead (and thrash on a busy 2-core machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lambda_values():
+    assert lipschitz_lambda(0.5) == pytest.approx(0.3396, abs=1e-4)
+    assert lipschitz_lambda(0.0) == pytest.approx(1.0)
+    assert lipschitz_lambda(0.5, k=2.0) == pytest.approx(2 * lipschitz_lambda(0.5))
+    for sigma in (0.1, 0.3, 0.5, 1.0):
+        assert lipschitz_lambda(sigma) == pytest.approx(naive.lipschitz_lambda(sigma), rel=1e-12)
+    with pytest.raises(UsageError, match="sigma"):
+        lipschitz_lambda(-0.1)
+    with pytest.raises(UsageError, match="k must"):
+        lipschitz_lambda(0.5, k=0)
+
+
+def test_penalty_matches_naive_for_wide_tall_and_conv():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(7, 3), nn.Linear(3, 9), nn.Conv2d(2, 4, 3), nn.Linear(5, 5))
+    lam = 0.34
+    got = orthogonality_penalty(model, lam).detach()
+    want = sum(naive.orthogonality_term(m.weight.detach().flatten(1).double().numpy(), lam)
+               for m in model if hasattr(m, "weight"))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_penalty_gradient_equals_full_gram_gradient():
+    torch.manual_seed(1)
+    layer = nn.Linear(11, 4)  # out < in: the small Gram path
+    lam = 0.5
+    orthogonality_penalty(layer, lam).backward()
+    fast = layer.weight.grad.clone()
+    w = layer.weight.detach().clone().requires_grad_(True)
+    ((w.t() @ w - lam**2 * torch.eye(11)) ** 2).sum().backward()
+    torch.testing.assert_close(fast, w.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_penalty_zero_for_scaled_orthogonal():
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(0)))
+    layer = nn.Linear(6, 6, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(0.3 * q)
+    assert float(orthogonality_penalty(layer, 0.3).detach()) == pytest.approx(0.0, abs=1e-9)
+    assert spectral_norms(layer)[""] == pytest.approx(0.3, rel=1e-5)
+
+
+def test_spectral_norms_per_layer():
+    model = build_model("lenet5")
+    norms = spectral_norms(model)
+    assert list(norms) == ["features.conv1", "features.conv2", "classifier.fc1",
+                           "classifier.fc2", "classifier.fc3"]
+    w = model.classifier.fc1.weight.detach().double().numpy()
+    assert norms["classifier.fc1"] == pytest.approx(naive.spectral_norm(w), rel=1e-5)
+
+
+def test_digital_modules_are_skipped():
+    mapping = pytest.importorskip("mapping")
+    if not hasattr(mapping, "mark_digital"):
+        pytest.skip("mapping.mark_digital not available yet")
+    model = nn.Sequential(nn.Linear(4, 4), mapping.mark_digital(nn.Linear(4, 4)))
+    assert [name for name, _ in weight_layers(model)] == ["0"]
+    only = orthogonality_penalty(model[0], 0.3)
+    only = float(only.detach())
+    assert float(orthogonality_penalty(model, 0.3).detach()) == pytest.approx(only)
+    assert math.isfinite(only)

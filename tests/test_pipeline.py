@@ -1,0 +1,204 @@
+import json
+
+import pytest
+import torch
+
+from correctnet.cli import main
+from correctnet.compensation import CompensatedLayer, insert_compensation
+from correctnet.compensation_training import (
+    CompensationConfig,
+    load_compensation,
+    save_compensation,
+    train_compensation,
+)
+from correctnet.models import build_model
+from correctnet.pipeline import STAGES, Pipeline, xbar_config
+from correctnet.presets import Preset, get_preset
+from correctnet.runstore import RunConfigError
+
+mapping = pytest.importorskip("mapping")
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    calls = []
+
+    def fail_in_search(name):
+        calls.append(name)
+        if name == "search":
+            raise Boom("interrupted")
+
+    pipe = Pipeline("lenet5", "fashion-mnist", 0.5, out, get_preset("tiny"), progress=False,
+                    before_stage=fail_in_search)
+    with pytest.raises(Boom):
+        pipe.run()
+    first = list(calls)
+    stamps = {n: (out / "stages" / f"{n}.json").stat().st_mtime_ns for n in STAGES[:5]}
+    ckpt = (out / "plain.pt").stat().st_mtime_ns
+    calls.clear()
+    pipe = Pipeline("lenet5", "fashion-mnist", 0.5, out, get_preset("tiny"), progress=False,
+                    before_stage=calls.append)
+    pipe.run()
+    return {"out": out, "first": first, "second": list(calls), "stamps": stamps, "ckpt": ckpt}
+
+
+def test_reproduce_resumes_after_interrupted_stage(tiny_run):
+    out = tiny_run["out"]
+    assert tiny_run["first"] == list(STAGES[:6])
+    # the rerun starts at the stage that failed; finished ones are not rerun or rewritten
+    assert tiny_run["second"] == list(STAGES[5:])
+    for name, stamp in tiny_run["stamps"].items():
+        assert (out / "stages" / f"{name}.json").stat().st_mtime_ns == stamp
+    assert (out / "plain.pt").stat().st_mtime_ns == tiny_run["ckpt"]
+
+
+def test_tiny_end_to_end_report(tiny_run):
+    out = tiny_run["out"]
+    report = json.loads((out / "report.json").read_text())
+    for key in ("model", "dataset", "sigma", "samples", "clean_accuracy", "variants", "stages"):
+        assert key in report
+    assert report["samples"] == 3 and report["sigma"] == 0.5
+    assert set(report["variants"]) == {"plain", "lipschitz", "variation_aware", "correctnet"}
+    for v in report["variants"].values():
+        assert 0.0 <= v["mean"] <= 1.0 and 0.0 <= v["std"] <= 1.0 and 0.0 <= v["clean"] <= 1.0
+    cn = report["variants"]["correctnet"]
+    assert 0.0 <= cn["overhead"] < 0.03 and cn["compensated_layers"] == len(cn["plan"])
+    assert set(report["stages"]) == set(STAGES)
+    assert all(s >= 0 for s in report["stages"].values())
+    md = (out / "report.md").read_text()
+    assert "CorrectNet mean" in md and "lenet5" in md
+    for fig in report["figures"].values():
+        assert (out / fig).stat().st_size > 1000
+    plans = json.loads((out / "plans.json").read_text())
+    assert plans and all({"plan", "mean", "std"} <= set(e) for e in plans.values())
+
+
+def test_cli_rerun_reports_and_refuses_other_arguments(tiny_run, capsys):
+    out = str(tiny_run["out"])
+    assert main(["reproduce", "--preset", "tiny", "--out", out, "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "done earlier" in text and "CorrectNet mean" in text
+    assert main(["reproduce", "--preset", "tiny", "--sigma", "0.3", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "sigma" in err and "other arguments" in err
+    with pytest.raises(RunConfigError, match="preset"):
+        Pipeline("lenet5", "fashion-mnist", 0.5, out, get_preset("quick"))
+
+
+def test_compensators_stay_digital_after_mapping():
+    torch.manual_seed(0)
+    model = build_model("lenet5").eval()
+    comp = insert_compensation(model, {"features.conv2": 1.0, "classifier.fc3": 0.5})
+    analog = mapping.convert_to_crossbar(comp, xbar_config(0.5))
+    names = [n for n, _ in mapping.crossbar_layers(analog)]
+    assert names == ["features.conv1", "features.conv2.base", "classifier.fc1",
+                     "classifier.fc2", "classifier.fc3.base"]
+    for name in ("features.conv2", "classifier.fc3"):
+        wrapper = analog.get_submodule(name)
+        assert isinstance(wrapper, CompensatedLayer)
+        for part in (wrapper.generator, wrapper.compensator):
+            assert mapping.is_digital(part)
+            assert all(type(m) in (torch.nn.Conv2d, torch.nn.Linear) or list(m.children())
+                       for m in part.modules())
+    # a fresh compensated network maps to the same function as the original one
+    x = torch.randn(4, 1, 28, 28)
+    plain = mapping.convert_to_crossbar(model, xbar_config(0.5))
+    mapping.program_ideal(plain)
+    mapping.program_ideal(analog)
+    with torch.no_grad():
+        torch.testing.assert_close(analog(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
+def test_train_compensation_only_updates_compensators(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("lenet5").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    data = [(torch.randn(16, 1, 28, 28, generator=gen), torch.randint(0, 10, (16,),
+                                                                       generator=gen))] * 3
+    plan = {"features.conv2": 1.0}
+    analog, hist = train_compensation(model, plan, data, xbar_config(0.5),
+                                      CompensationConfig(epochs=2, lr=1e-2))
+    assert len(hist["loss"]) == 2
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])  # the input model is untouched
+    base = analog.get_submodule("features.conv2.base")
+    torch.testing.assert_close(base.weight.detach(), before["features.conv2.weight"])
+    comp = analog.get_submodule("features.conv2.compensator.conv").weight
+    assert not torch.allclose(comp[:, 16:], torch.zeros_like(comp[:, 16:]))
+    # saved and reloaded compensation gives the same function
+    path = save_compensation(tmp_path / "c.pt", analog, plan)
+    again, payload = load_compensation(path, model)
+    assert payload["plan"] == plan
+    mapping.program_ideal(analog)
+    x = data[0][0]
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), analog(x), rtol=1e-4, atol=1e-4)
+
+
+def test_vgg16_with_compensation_takes_a_training_step():
+    torch.manual_seed(0)
+    model = build_model("vgg16", in_channels=3, input_size=32).eval()
+    plan = {"features.conv1_1": 0.5, "features.conv5_3": 0.25, "classifier.fc2": 1.0}
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.tensor([1, 7])
+    analog, hist = train_compensation(model, plan, [(x, y)], xbar_config(0.5),
+                                      CompensationConfig(epochs=1))
+    assert len(hist["loss"]) == 1 and hist["loss"][0] > 0
+    w = analog.get_submodule("features.conv5_3.compensator.conv").weight
+    assert w.shape == (512, 512 + 128, 1, 1)
+
+
+def test_preset_validation():
+    with pytest.raises(ValueError, match="preset.epochs"):
+        Preset(name="x", epochs=0)
+    with pytest.raises(ValueError, match="preset.limits"):
+        Preset(name="x", limits=(0.0,))
+    with pytest.raises(ValueError, match="preset.base"):
+        Preset(name="x", base="nope")
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("huge")
+    p = get_preset("quick")
+    assert Preset.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def test_ideal_conv_shortcut_equals_torch_backend():
+    from correctnet.compensation_training import _IdealConv, _swap_convs
+
+    torch.manual_seed(0)
+    model = insert_compensation(build_model("lenet5").eval(), {"features.conv2": 1.0})
+    analog = mapping.convert_to_crossbar(model, xbar_config(0.5))
+    mapping.set_backend(analog, "torch")
+    mapping.resample(analog, torch.Generator().manual_seed(3))
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        ref = analog(x)
+        undo = _swap_convs(analog)
+        assert len(undo) == 2 and isinstance(analog.features.conv1, _IdealConv)
+        fast = analog(x)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    # quantised periphery keeps the backend's own forward
+    cfg = xbar_config(0.5, dac_bits=8, adc_bits=8)
+    assert _swap_convs(mapping.convert_to_crossbar(model, cfg)) == []
+
+
+def test_cli_compensate_one_plan(tiny_run, tmp_path, capsys):
+    ckpt = str(tiny_run["out"] / "lipschitz.pt")
+    args = ["compensate", "--checkpoint", ckpt, "--epochs", "1", "--samples", "2",
+            "--limit", "100", "--train-limit", "128"]
+    assert main(args + ["--plan", "conv2=1,fc3=0.5", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "overhead 2.48%" in out and "CorrectNet under sigma 0.5" in out
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["plan"] == {"features.conv2": 1.0, "classifier.fc3": 0.5}
+    assert 0 <= result["mean"] <= 1 and result["overhead"] == pytest.approx(0.0248, abs=1e-4)
+    assert (tmp_path / "compensation.pt").exists()
+    assert main(args + ["--plan", "conv9=1"]) == 2
+    assert "unknown" in capsys.readouterr().err
+    assert main(args + ["--plan", "conv2"]) == 2
+    assert "LAYER=RATIO" in capsys.readouterr().err
