@@ -38,11 +38,14 @@ def build_report(pipe) -> dict:
         "variants": variants,
         "stages": pipe.stage_seconds(),
         "candidates": store.result("candidates")["candidates"],
+        "candidates_fallback": store.result("candidates").get("fallback", False),
         "search": {"best": search["best"], "evaluations": search["evaluations"],
                    "layers": search["layers"], "actions": search["actions"],
                    "per_limit": {k: {"plan": r["best_plan"], "mean": r["best_mean"],
                                      "std": r["best_std"], "overhead": r["best_overhead"],
-                                     "reward": r["best_reward"]}
+                                     "reward": r["best_reward"],
+                                     "optimum_reward": ((search["exhaustive"] or {}).get(k)
+                                                        or {}).get("best_reward")}
                                  for k, r in search["limits"].items()},
                    "exhaustive": search["exhaustive"]},
         "preset": p.to_dict(),
@@ -68,6 +71,12 @@ def markdown_table(report: dict) -> str:
            f"| {_pct(cn['mean'])} | {_pct(cn['std'])} | {_pct(cn['overhead'])} "
            f"| {cn['compensated_layers']} |")
     return "\n".join([head, sep, row])
+
+
+def _fallback_note(report: dict) -> str:
+    if report.get("candidates_fallback"):
+        return " (fallback: no tail fell below 95 % of clean, so every layer)"
+    return ""
 
 
 def _markdown(report: dict) -> str:
@@ -96,17 +105,21 @@ def _markdown(report: dict) -> str:
         f"CorrectNet = the {cn['base']} network + digital compensators, plan "
         f"`{format_plan(cn['plan'])}` (overhead {_pct(cn['overhead'])} % of the network's "
         "weights).",
-        f"Candidate layers: {', '.join(report['candidates']) or 'none'}; "
+        f"Candidate layers{_fallback_note(report)}: "
+        f"{', '.join(report['candidates']) or 'none'}; "
         f"{report['search']['evaluations']} plans trained during the search.",
         "",
-        "Best plan per overhead limit (search-time estimate on a test subset):",
+        "Best plan found by RL per overhead limit (search-time estimates on a test subset; "
+        "reward = mean - std - overhead; optimum = exhaustive search, where it ran):",
         "",
-        "| limit % | plan | mean % | std % | overhead % |",
-        "|---|---|---|---|---|",
+        "| limit % | RL plan | mean % | std % | overhead % | reward | optimum reward |",
+        "|---|---|---|---|---|---|---|",
     ]
     for k, r in report["search"]["per_limit"].items():
+        opt = r.get("optimum_reward")
         lines.append(f"| {100 * float(k):g} | `{format_plan(r['plan'])}` | {_pct(r['mean'])} "
-                     f"| {_pct(r['std'])} | {_pct(r['overhead'])} |")
+                     f"| {_pct(r['std'])} | {_pct(r['overhead'])} | {r['reward']:.4f} "
+                     f"| {'-' if opt is None else f'{opt:.4f}'} |")
     lines += ["", "## Figures", ""]
     for title, fname in report.get("figures", {}).items():
         lines.append(f"![{title}]({fname})")

@@ -14,7 +14,8 @@ It runs through one of two backends (:attr:`backend`):
 The torch backend uses, in order of precedence, a variation drawn with torch by
 :meth:`resample` (``w_eff = w * exp(theta)``, gradients reach ``weight``), else the effective
 weight of the last :meth:`program` (taken from xbar; the gradient reaches ``weight`` straight
-through: ``w + (w_eff - w).detach()``), else the exact weight (after :meth:`program_ideal`).
+through: ``w + (w_eff - w).detach()``), else the live (level-quantised) weight itself (after
+:meth:`program_ideal`).
 """
 
 from __future__ import annotations
@@ -68,11 +69,26 @@ class CrossbarLayer(nn.Module):
     def _build(self) -> TiledCrossbar:
         w = self.weight.detach()
         self._key = (w.data_ptr(), w._version, w.device)
-        return TiledCrossbar(w.flatten(1).cpu().numpy(), self.config)
+        self._built_from = w.flatten(1).cpu().numpy().astype(np.float32, copy=True)
+        return TiledCrossbar(self._built_from, self.config)
+
+    def _weight_unchanged(self) -> bool:
+        """True if the weight still equals the one the crossbar was built from.
+
+        A cheap identity check first (storage, version counter, device); after a device move
+        (``model.to``) or an in-place write the values are compared.
+        """
+        w = self.weight.detach()
+        key = (w.data_ptr(), w._version, w.device)
+        if key == self._key:
+            return True
+        if np.array_equal(w.flatten(1).cpu().numpy(), self._built_from):
+            self._key = key
+            return True
+        return False
 
     def _refresh(self) -> None:
-        w = self.weight.detach()
-        if self._key != (w.data_ptr(), w._version, w.device):
+        if not self._weight_unchanged():
             self.crossbar = self._build()
 
     @property
@@ -173,12 +189,12 @@ class CrossbarLayer(nn.Module):
         """
         w = self.weight_matrix()
         dev = w.device
-        if self._noise is not None:
-            w_t = self._target(w)
+        if self._noise is not None or self._mode == "ideal":
+            w_t = self._target(w)          # live weights: training updates are seen at once
             bounds = self.row_bounds()
             fs = self.config.adc.full_scale * torch.stack(
                 [w_t.detach()[:, a:b].abs().sum(1) for a, b in zip(bounds[:-1], bounds[1:])])
-            return self._varied(w_t), fs
+            return (w_t if self._noise is None else self._varied(w_t)), fs
         if self._mode == "unprogrammed":
             raise NotProgrammedError("crossbar layer is not programmed; call program() first")
         cache = self._torch_cache
@@ -210,8 +226,7 @@ class CrossbarLayer(nn.Module):
         return torch.from_numpy(y).to(x.device, x.dtype)
 
     def _refresh_or_fail(self) -> None:
-        w = self.weight.detach()
-        if self._key != (w.data_ptr(), w._version, w.device):
+        if not self._weight_unchanged():
             raise NotProgrammedError("the weight changed since the crossbar was programmed; "
                                      "call program() or program_ideal() again")
 
