@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import platform
 import time
 from pathlib import Path
@@ -105,6 +106,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
         return min(times)
 
+    load_before = os.getloadavg()[0]
     t_torch_before = torch_pass()
     clean = mapping.evaluate_accuracy(model, data)
 
@@ -117,6 +119,7 @@ def main() -> None:
     t_mc = time.perf_counter() - t
     per = t_mc / args.samples
     t_torch_after = torch_pass()
+    load_after = os.getloadavg()[0]
     t_torch = 0.5 * (t_torch_before + t_torch_after)   # the machine's load may drift
 
     t_ref = None
@@ -130,6 +133,7 @@ def main() -> None:
     rows = [
         ("machine", f"{platform.processor() or platform.machine()}, {threads} threads "
                     "(numba = torch)"),
+        ("load average (1 min) before/after MC", f"{load_before:.2f} / {load_after:.2f}"),
         ("images", f"{len(y)} Fashion-MNIST test, batch {args.batch}"),
         ("training", f"{args.train_epochs} epoch(s), {t_train:.1f} s"),
         ("numba compile/load (xbar + mapping warmup)", f"{t_compile:.2f} s"),

@@ -71,8 +71,8 @@ class Pipeline:
         sigma: Device variation of the study.
         out: Run folder.
         preset: Settings.
-        device: Torch device for training ("cpu", "cuda"); Monte-Carlo runs on the numba CPU
-            backend.
+        device: Torch device ("cpu", "cuda"): training, and with "cuda" also Monte-Carlo (torch
+            backend on the GPU); otherwise Monte-Carlo runs on the numba CPU backend.
         data_dir: Dataset directory (CIFAR).
         progress: Show progress bars.
         log: Called with one line per finished stage (the CLI prints it).
@@ -156,6 +156,11 @@ class Pipeline:
         if not converted:
             cfg = xbar_config(sigma, tile or self.preset.tile, dac_bits=bits, adc_bits=bits)
             analog = convert_to_crossbar(model, cfg)
+        if self.device is not None and torch.device(self.device).type == "cuda":
+            from mapping import set_backend
+
+            set_backend(analog, "torch")  # Monte-Carlo on the GPU: programmed cells, torch maths
+            analog.to(self.device)
         data = self.loader("test", limit)
         if sigma == 0 and layers is None:
             samples = 1
@@ -235,6 +240,3 @@ def _summary(name: str, result: dict) -> str:
         pass
     return "done"
 
-
-def _device(pipe: Pipeline) -> torch.device:
-    return torch.device(pipe.device or "cpu")

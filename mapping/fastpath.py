@@ -4,7 +4,8 @@ While installed, a crossbar layer's ``forward`` calls :class:`FastState` instead
 backend: the effective weight of the current device sample (from xbar, after ``program``)
 goes through the fused im2col + DAC + tiled MAC + ADC kernel, with no im2col matrix in memory.
 The first layer of a network can also return a precomputed output (``override``), computed
-for several device samples at once from one DAC quantisation of its (shared) input.
+for several device samples at once from one DAC quantisation of its (shared) input. A conv
+can also apply the digital ReLU / max-pool that follow it (:class:`PostOps`, bit-exact).
 
 The maths equals ``xbar.TiledCrossbar.matmul`` on the same cells; only the order of the
 float32 bit-line sums differs (tests compare to a tolerance).
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from . import kernels
 from .layers import CrossbarConv2d, CrossbarLayer
@@ -62,18 +65,61 @@ def sample_weights(layer: CrossbarLayer) -> np.ndarray:
     return np.ascontiguousarray(layer.crossbar.effective_weight().T)
 
 
+class PostOps:
+    """Digital ops fused after a conv: ``nn.ReLU`` and/or ``nn.MaxPool2d`` (exact, see kernels).
+
+    Attributes:
+        relu: Apply ``max(y, 0)``.
+        pool: int64 ``(8,)`` ``(kh, kw, sh, sw, ph, pw, dh, dw)`` of the max-pool, or None.
+    """
+
+    def __init__(self, relu: bool = False, pool: nn.MaxPool2d | None = None) -> None:
+        self.relu = bool(relu)
+        self.pool = None
+        if pool is not None:
+            vals = []
+            for name in ("kernel_size", "stride", "padding", "dilation"):
+                v = getattr(pool, name)
+                v = v if v is not None else pool.kernel_size
+                vals += list(v) if isinstance(v, (tuple, list)) else [v, v]
+            self.pool = np.asarray(vals, dtype=np.int64)
+
+    def out_size(self, ho: int, wo: int) -> tuple[int, int]:
+        """Spatial size after the pool (floor mode), ``(Ho, Wo)`` without one."""
+        if self.pool is None:
+            return ho, wo
+        k, s, p, d = self.pool[0:2], self.pool[2:4], self.pool[4:6], self.pool[6:8]
+        return tuple(int((n + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1)
+                     for i, n in enumerate((ho, wo)))
+
+    def apply_torch(self, y: torch.Tensor) -> torch.Tensor:
+        """The same ops in torch (for the channel-vectorised kernel)."""
+        if self.relu:
+            y = torch.relu(y)
+        if self.pool is not None:
+            p = [int(v) for v in self.pool]
+            y = F.max_pool2d(y, (p[0], p[1]), (p[2], p[3]), (p[4], p[5]), (p[6], p[7]))
+        return y
+
+
+_NO_POOL = np.zeros(8, dtype=np.int64)
+
+
 def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
-                  wt: np.ndarray) -> torch.Tensor:
+                  wt: np.ndarray, *, post: PostOps | None = None) -> torch.Tensor:
     """Run ``layer`` on ``x`` for ``S`` device samples with the fused kernel.
 
     Args:
         st: The layer's constants.
         layer: The crossbar layer (for padding and output size).
-        x: Input batch (CPU), ``(B, C, H, W)`` for a conv, ``(..., in)`` for a linear layer.
+        x: Input batch (CPU), ``(B, C, H, W)`` for a conv, ``(..., in)`` for a linear layer,
+            shared by the ``S`` samples.
         wt: Effective weights, float32 ``(S, K, O)``.
+        post: Digital ReLU/max-pool applied to a conv's output (fused in the kernel).
 
     Returns:
-        float32 tensor ``(S, B, O, Ho, Wo)`` (conv) or ``(S, *lead, O)`` (linear), bias added.
+        float32 tensor ``(S, B, O, Ho, Wo)`` (conv; pooled size with ``post.pool``) or
+        ``(S, *lead, O)`` (linear), bias added.
     """
     n_s = wt.shape[0]
     if not st.conv:
@@ -82,14 +128,26 @@ def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
     ho, wo = layer.output_size(x.shape[2], x.shape[3])
     layer.last_output_size = (ho, wo)
     xn = np.ascontiguousarray(layer.padded_input(x).detach().numpy(), dtype=np.float32)
-    out = np.empty((n_s, b, st.n_out, ho, wo), dtype=np.float32)
+    xn = xn[None]
     # vectorise over positions when there are many (or few channels), else over channels
-    use_positions = st.n_out < 32 or ho * wo >= 64
-    kern = kernels.analog_conv_positions if use_positions else kernels.analog_conv_forward
-    kern(xn, wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode, st.q_dac, st.in_range,
-         st.q_adc, st.kernel[0], st.kernel[1], st.stride[0], st.stride[1], st.dilation[0],
-         st.dilation[1], out)
-    return torch.from_numpy(out)
+    if st.n_out < 32 or ho * wo >= 64:
+        hq, wq = post.out_size(ho, wo) if post is not None else (ho, wo)
+        out = np.empty((n_s, b, st.n_out, hq, wq), dtype=np.float32)
+        pool = post.pool if post is not None and post.pool is not None else _NO_POOL
+        kernels.analog_conv_positions(
+            xn, wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode, st.q_dac, st.in_range,
+            st.q_adc, st.kernel[0], st.kernel[1], st.stride[0], st.stride[1], st.dilation[0],
+            st.dilation[1], ho, wo, int(post is not None and post.relu), pool, out)
+        return torch.from_numpy(out)
+    out = np.empty((n_s, b, st.n_out, ho, wo), dtype=np.float32)
+    kernels.analog_conv_forward(xn[0], wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode,
+                                st.q_dac, st.in_range, st.q_adc, st.kernel[0], st.kernel[1],
+                                st.stride[0], st.stride[1], st.dilation[0], st.dilation[1], out)
+    y = torch.from_numpy(out)
+    if post is not None:
+        y = post.apply_torch(y.reshape(n_s * b, *y.shape[2:]))
+        y = y.reshape(n_s, b, *y.shape[1:])
+    return y
 
 
 def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
@@ -123,6 +181,7 @@ class FastState:
         self.statics = LayerStatics(layer)
         self.wt: np.ndarray | None = None          # (1, K, O) current sample
         self.override: torch.Tensor | None = None  # precomputed output for the next call
+        self.post: PostOps | None = None           # ReLU/max-pool fused after a conv
 
     def __call__(self, layer: CrossbarLayer, x: torch.Tensor) -> torch.Tensor:
         """Return the override if set, else run the current sample through the kernel."""
@@ -132,7 +191,7 @@ class FastState:
         unbatched = self.statics.conv and x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
-        y = fused_forward(self.statics, layer, x, self.wt)[0]
+        y = fused_forward(self.statics, layer, x, self.wt, post=self.post)[0]
         return y[0] if unbatched else y
 
 
@@ -142,9 +201,10 @@ def warmup() -> None:
     wt = np.ones((1, 4, 2), np.float32)
     g = np.ones((1, 2))
     out = np.empty((1, 1, 2, 1, 1), np.float32)
-    for kern in (kernels.analog_conv_forward, kernels.analog_conv_positions):
-        kern(x, wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), 1, 127.0, 0.0,
-             127.0, 2, 2, 1, 1, 1, 1, out)
+    args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), 1, 127.0, 0.0,
+            127.0, 2, 2, 1, 1, 1, 1)
+    kernels.analog_conv_forward(x, *args, out)
+    kernels.analog_conv_positions(x[None], *args, 1, 1, 1, np.array([1, 1, 1, 1, 0, 0, 1, 1]), out)
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)
     kernels.dac_rows(xr, 1, 127.0, 0.0, np.empty_like(xr), s)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+#: Images per parallel work item of the conv kernel (scratch arrays allocated once each).
+_BLOCK = 16
+
 
 @njit(parallel=True, cache=True)
 def analog_conv_forward(x, wt, bounds, gain, step, bias, dac_mode, dac_levels, input_range,
@@ -108,100 +111,268 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, dac_mode, dac_levels, i
 
 @njit(parallel=True, cache=True)
 def analog_conv_positions(x, wt, bounds, gain, step, bias, dac_mode, dac_levels, input_range,
-                          adc_levels, kh, kw, sh, sw, dh, dw, out):  # pragma: no cover
-    """Fused analog convolution vectorised over output positions.
+                          adc_levels, kh, kw, sh, sw, dh, dw, ho, wo, relu, pool,
+                          out):  # pragma: no cover - compiled
+    """Fused analog convolution vectorised over output positions, optional ReLU + max-pool.
 
-    Same maths and arguments as :func:`analog_conv_forward`. Per image, the receptive fields
-    are gathered into a local ``(K, Ho*Wo)`` block and DAC-quantised once; then for every
-    sample, block of 4 output channels and row tile the bit-line sums of all positions are
-    accumulated as ``acc[u, lp] += W[k, o0 + u] * P[k, lp]`` (contiguous in ``lp``, each
-    ``P`` load used 4 times), ADC-converted and written in ``(S, B, O, Ho, Wo)`` layout.
+    Same maths as :func:`analog_conv_forward`. Per image, the receptive fields are gathered
+    into a local ``(K, L)`` block (``L = Ho*Wo``) and DAC-quantised once (branch-free, so it
+    vectorises over positions). Then for every sample, block of 4 output channels and row
+    tile the bit-line sums of all positions are accumulated as
+    ``acc[u, l] += W[k, o + u] * P[k, l]`` for ``k`` ascending in float32 (the order of
+    :func:`analog_conv_forward`; contiguous in ``l``, each ``P`` load used 4 times),
+    ADC-converted into a float64 total per tile column. The
+    conv output ``y = float32(s * total + bias)`` then optionally goes through ``max(y, 0)``
+    and a max-pool (NaN-propagating, ``-inf`` padding: torch's ``nn.ReLU``/``nn.MaxPool2d``
+    bit for bit) before it is written.
+
+    Args:
+        x: Padded input, float32 ``(SX, B, C, Hp, Wp)``; ``SX == 1``: one input shared by
+            all ``S`` samples (quantised once), ``SX == S``: sample ``s`` reads ``x[s]``.
+        wt: Effective weights, float32 ``(S, K, O)`` (see :func:`analog_conv_forward`).
+        bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
+        gain: float64 ``(n_row_tiles, O)`` ADC gain (see :func:`analog_conv_forward`).
+        step: float64 ``(n_row_tiles, O)`` ADC step (see :func:`analog_conv_forward`).
+        bias: Digital bias, float32 ``(O,)``.
+        dac_mode: 1 = inputs scaled per position by ``s``, 0 = raw.
+        dac_levels: ``2**(bits-1) - 1`` of the DAC (float), 0 for an unrounded ``x / s``.
+        input_range: Fixed DAC full scale, <= 0 for the per-position ``max |x|``.
+        adc_levels: ``2**(bits-1) - 1`` of the ADC (float), 0 for ideal.
+        kh: Kernel height.
+        kw: Kernel width.
+        sh: Vertical stride.
+        sw: Horizontal stride.
+        dh: Vertical dilation.
+        dw: Horizontal dilation.
+        ho: Conv output height.
+        wo: Conv output width.
+        relu: 1 = apply ``max(y, 0)`` (NaN kept).
+        pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
+        out: float32 ``(S, B, O, Hq, Wq)``, written in place (``Hq, Wq = ho, wo`` without pool).
     """
-    n_b, n_c, _, _ = x.shape
+    n_sx, n_b, n_c, _, _ = x.shape
     n_s, n_k, n_o = wt.shape
     n_t = bounds.shape[0] - 1
-    ho = out.shape[3]
-    wo = out.shape[4]
     n_l = ho * wo
-    for b in prange(n_b):
+    hq = out.shape[3]
+    wq = out.shape[4]
+    pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
+                                              pool[5], pool[6], pool[7])
+    n_items = n_sx * n_b
+    n_blocks = (n_items + _BLOCK - 1) // _BLOCK
+    for blk in prange(n_blocks):        # scratch allocated once per block of images
         pm = np.empty((n_k, n_l), dtype=np.float32)
-        sc = np.zeros(n_l, dtype=np.float64)
+        sc = np.empty(n_l, dtype=np.float64)
+        sd = np.empty(n_l, dtype=np.float64)
         acc = np.empty((4, n_l), dtype=np.float32)
         tot = np.empty((4, n_l), dtype=np.float64)
-        for c in range(n_c):
-            for i in range(kh):
-                for j in range(kw):
-                    k = (c * kh + i) * kw + j
-                    for oh in range(ho):
-                        r = oh * sh + i * dh
-                        for ow in range(wo):
-                            pm[k, oh * wo + ow] = x[b, c, r, ow * sw + j * dw]
-        if dac_mode > 0:
-            if input_range > 0:
-                for lp in range(n_l):
-                    sc[lp] = input_range
-            else:
-                for k in range(n_k):
+        y = np.empty((n_o, n_l), dtype=np.float32)
+        for idx in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
+            xs = idx // n_b
+            b = idx - xs * n_b
+            sc[:] = 0.0
+            sd[:] = 1.0
+            for c in range(n_c):
+                for i in range(kh):
+                    for j in range(kw):
+                        k = (c * kh + i) * kw + j
+                        c0 = j * dw
+                        for oh in range(ho):
+                            r = oh * sh + i * dh
+                            lp0 = oh * wo
+                            if sw == 1:                 # unit stride: a vectorised copy
+                                for ow in range(wo):
+                                    pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow]
+                            else:
+                                for ow in range(wo):
+                                    pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow * sw]
+            if dac_mode > 0:
+                if input_range > 0:
                     for lp in range(n_l):
-                        a = abs(np.float64(pm[k, lp]))
-                        if a > sc[lp]:
-                            sc[lp] = a
-            for k in range(n_k):
+                        sc[lp] = input_range
+                else:
+                    for k in range(n_k):
+                        for lp in range(n_l):
+                            sc[lp] = max(sc[lp], abs(np.float64(pm[k, lp])))
                 for lp in range(n_l):
-                    s = sc[lp]
-                    if s > 0:
-                        xv = min(max(np.float64(pm[k, lp]), -s), s)
-                        if dac_levels > 0:
-                            q = np.rint(xv / s * dac_levels)
+                    if sc[lp] > 0:
+                        sd[lp] = sc[lp]
+                # s == 0 only where the whole field is 0 (or input_range <= 0): codes 0 via sd = 1
+                for k in range(n_k):
+                    if dac_levels > 0:
+                        for lp in range(n_l):
+                            s = sd[lp]
+                            q = np.rint(min(max(np.float64(pm[k, lp]), -s), s) / s * dac_levels)
                             pm[k, lp] = np.float32(min(max(q, -dac_levels), dac_levels))
-                        else:
-                            pm[k, lp] = np.float32(xv / s)
                     else:
-                        pm[k, lp] = 0.0
-        else:
-            for lp in range(n_l):
-                sc[lp] = 1.0
-        for smp in range(n_s):
-            for o0 in range(0, n_o, 4):
-                nb = min(4, n_o - o0)
-                tot[:, :] = 0.0
-                for t in range(n_t):
-                    acc[:, :] = 0.0
-                    if nb == 4:
-                        for k in range(bounds[t], bounds[t + 1]):
-                            w0 = wt[smp, k, o0]
-                            w1 = wt[smp, k, o0 + 1]
-                            w2 = wt[smp, k, o0 + 2]
-                            w3 = wt[smp, k, o0 + 3]
-                            for lp in range(n_l):
-                                v = pm[k, lp]
-                                acc[0, lp] += w0 * v
-                                acc[1, lp] += w1 * v
-                                acc[2, lp] += w2 * v
-                                acc[3, lp] += w3 * v
-                    else:
-                        for u in range(nb):
-                            for k in range(bounds[t], bounds[t + 1]):
-                                w = wt[smp, k, o0 + u]
+                        for lp in range(n_l):
+                            s = sd[lp]
+                            pm[k, lp] = np.float32(min(max(np.float64(pm[k, lp]), -s), s) / s)
+            else:
+                for lp in range(n_l):
+                    sc[lp] = 1.0
+            s_lo = 0 if n_sx == 1 else xs
+            s_hi = n_s if n_sx == 1 else xs + 1
+            for smp in range(s_lo, s_hi):
+                for o0 in range(0, n_o, 4):
+                    nb = min(4, n_o - o0)
+                    tot[:, :] = 0.0
+                    for t in range(n_t):
+                        acc[:, :] = 0.0
+                        k0 = bounds[t]
+                        k1 = bounds[t + 1]
+                        if nb == 4:
+                            # 4 rows of k per pass over the accumulators (each still summed in
+                            # ascending k, one rounding per product and per add: same result)
+                            k4 = k0 + (k1 - k0) // 4 * 4
+                            for k in range(k0, k4, 4):
+                                a0 = wt[smp, k, o0]
+                                a1 = wt[smp, k, o0 + 1]
+                                a2 = wt[smp, k, o0 + 2]
+                                a3 = wt[smp, k, o0 + 3]
+                                b0 = wt[smp, k + 1, o0]
+                                b1 = wt[smp, k + 1, o0 + 1]
+                                b2 = wt[smp, k + 1, o0 + 2]
+                                b3 = wt[smp, k + 1, o0 + 3]
+                                c0 = wt[smp, k + 2, o0]
+                                c1 = wt[smp, k + 2, o0 + 1]
+                                c2 = wt[smp, k + 2, o0 + 2]
+                                c3 = wt[smp, k + 2, o0 + 3]
+                                d0 = wt[smp, k + 3, o0]
+                                d1 = wt[smp, k + 3, o0 + 1]
+                                d2 = wt[smp, k + 3, o0 + 2]
+                                d3 = wt[smp, k + 3, o0 + 3]
                                 for lp in range(n_l):
-                                    acc[u, lp] += w * pm[k, lp]
-                    for u in range(nb):
-                        g = gain[t, o0 + u]
-                        st = step[t, o0 + u]
-                        if adc_levels > 0:
-                            for lp in range(n_l):
-                                v = min(max(np.rint(np.float64(acc[u, lp]) * g), -adc_levels),
-                                        adc_levels)
-                                tot[u, lp] += v * st
+                                    va = pm[k, lp]
+                                    vb = pm[k + 1, lp]
+                                    vc = pm[k + 2, lp]
+                                    vd = pm[k + 3, lp]
+                                    s0 = acc[0, lp] + a0 * va
+                                    s0 = s0 + b0 * vb
+                                    s0 = s0 + c0 * vc
+                                    acc[0, lp] = s0 + d0 * vd
+                                    s1 = acc[1, lp] + a1 * va
+                                    s1 = s1 + b1 * vb
+                                    s1 = s1 + c1 * vc
+                                    acc[1, lp] = s1 + d1 * vd
+                                    s2 = acc[2, lp] + a2 * va
+                                    s2 = s2 + b2 * vb
+                                    s2 = s2 + c2 * vc
+                                    acc[2, lp] = s2 + d2 * vd
+                                    s3 = acc[3, lp] + a3 * va
+                                    s3 = s3 + b3 * vb
+                                    s3 = s3 + c3 * vc
+                                    acc[3, lp] = s3 + d3 * vd
+                            for k in range(k4, k1):
+                                w0 = wt[smp, k, o0]
+                                w1 = wt[smp, k, o0 + 1]
+                                w2 = wt[smp, k, o0 + 2]
+                                w3 = wt[smp, k, o0 + 3]
+                                for lp in range(n_l):
+                                    v = pm[k, lp]
+                                    acc[0, lp] += w0 * v
+                                    acc[1, lp] += w1 * v
+                                    acc[2, lp] += w2 * v
+                                    acc[3, lp] += w3 * v
+                        elif nb == 2:
+                            k4 = k0 + (k1 - k0) // 4 * 4
+                            for k in range(k0, k4, 4):
+                                a0 = wt[smp, k, o0]
+                                a1 = wt[smp, k, o0 + 1]
+                                b0 = wt[smp, k + 1, o0]
+                                b1 = wt[smp, k + 1, o0 + 1]
+                                c0 = wt[smp, k + 2, o0]
+                                c1 = wt[smp, k + 2, o0 + 1]
+                                d0 = wt[smp, k + 3, o0]
+                                d1 = wt[smp, k + 3, o0 + 1]
+                                for lp in range(n_l):
+                                    va = pm[k, lp]
+                                    vb = pm[k + 1, lp]
+                                    vc = pm[k + 2, lp]
+                                    vd = pm[k + 3, lp]
+                                    s0 = acc[0, lp] + a0 * va
+                                    s0 = s0 + b0 * vb
+                                    s0 = s0 + c0 * vc
+                                    acc[0, lp] = s0 + d0 * vd
+                                    s1 = acc[1, lp] + a1 * va
+                                    s1 = s1 + b1 * vb
+                                    s1 = s1 + c1 * vc
+                                    acc[1, lp] = s1 + d1 * vd
+                            for k in range(k4, k1):
+                                w0 = wt[smp, k, o0]
+                                w1 = wt[smp, k, o0 + 1]
+                                for lp in range(n_l):
+                                    v = pm[k, lp]
+                                    acc[0, lp] += w0 * v
+                                    acc[1, lp] += w1 * v
                         else:
-                            for lp in range(n_l):
-                                tot[u, lp] += np.float64(acc[u, lp]) * st
-                for u in range(nb):
-                    bo = bias[o0 + u]
-                    for oh in range(ho):
-                        for ow in range(wo):
-                            lp = oh * wo + ow
-                            out[smp, b, o0 + u, oh, ow] = np.float32(tot[u, lp] * sc[lp] + bo)
+                            for u in range(nb):
+                                for k in range(bounds[t], bounds[t + 1]):
+                                    w = wt[smp, k, o0 + u]
+                                    for lp in range(n_l):
+                                        acc[u, lp] += w * pm[k, lp]
+                        for u in range(nb):
+                            g = gain[t, o0 + u]
+                            st = step[t, o0 + u]
+                            if adc_levels > 0:
+                                for lp in range(n_l):
+                                    v = min(max(np.rint(np.float64(acc[u, lp]) * g), -adc_levels),
+                                            adc_levels)
+                                    tot[u, lp] += v * st
+                            else:
+                                for lp in range(n_l):
+                                    tot[u, lp] += np.float64(acc[u, lp]) * st
+                    for u in range(nb):
+                        bo = bias[o0 + u]
+                        for lp in range(n_l):
+                            y[o0 + u, lp] = np.float32(tot[u, lp] * sc[lp] + bo)
+                if relu > 0:
+                    for o in range(n_o):
+                        for lp in range(n_l):
+                            if y[o, lp] < 0:
+                                y[o, lp] = 0.0
+                if pkh == 0:
+                    for o in range(n_o):
+                        for oh in range(ho):
+                            for ow in range(wo):
+                                out[smp, b, o, oh, ow] = y[o, oh * wo + ow]
+                    continue
+                if pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
+                    for o in range(n_o):
+                        for qh in range(hq):
+                            r0 = qh * psh * wo
+                            r1 = r0 + pdh * wo
+                            for qw in range(wq):
+                                c0 = qw * psw
+                                c1 = c0 + pdw
+                                m = y[o, r0 + c0]
+                                v = y[o, r0 + c1]
+                                if v > m or np.isnan(v):
+                                    m = v
+                                v = y[o, r1 + c0]
+                                if v > m or np.isnan(v):
+                                    m = v
+                                v = y[o, r1 + c1]
+                                if v > m or np.isnan(v):
+                                    m = v
+                                out[smp, b, o, qh, qw] = m
+                    continue
+                for o in range(n_o):
+                    for qh in range(hq):
+                        for qw in range(wq):
+                            m = np.float32(-np.inf)
+                            for i in range(pkh):
+                                r = qh * psh - pph + i * pdh
+                                if r < 0 or r >= ho:
+                                    continue
+                                for j in range(pkw):
+                                    cc = qw * psw - ppw + j * pdw
+                                    if cc < 0 or cc >= wo:
+                                        continue
+                                    v = y[o, r * wo + cc]
+                                    if v > m or np.isnan(v):
+                                        m = v
+                            out[smp, b, o, qh, qw] = m
 
 
 @njit(cache=True)
@@ -224,25 +395,25 @@ def dac_rows(x, dac_mode, dac_levels, input_range, codes, scales):  # pragma: no
             scales[b] = 1.0
             for k in range(n_k):
                 codes[b, k] = x[b, k]
-            continue
-        s = input_range
-        if s <= 0:
-            s = 0.0
+        else:
+            s = input_range
+            if s <= 0:
+                s = 0.0
+                for k in range(n_k):
+                    a = abs(np.float64(x[b, k]))
+                    if a > s:
+                        s = a
+            scales[b] = s
             for k in range(n_k):
-                a = abs(np.float64(x[b, k]))
-                if a > s:
-                    s = a
-        scales[b] = s
-        for k in range(n_k):
-            if s > 0:
-                xv = min(max(np.float64(x[b, k]), -s), s)
-                if dac_levels > 0:
-                    q = np.rint(xv / s * dac_levels)
-                    codes[b, k] = np.float32(min(max(q, -dac_levels), dac_levels))
+                if s > 0:
+                    xv = min(max(np.float64(x[b, k]), -s), s)
+                    if dac_levels > 0:
+                        q = np.rint(xv / s * dac_levels)
+                        codes[b, k] = np.float32(min(max(q, -dac_levels), dac_levels))
+                    else:
+                        codes[b, k] = np.float32(xv / s)
                 else:
-                    codes[b, k] = np.float32(xv / s)
-            else:
-                codes[b, k] = 0.0
+                    codes[b, k] = 0.0
 
 
 @njit(cache=True)

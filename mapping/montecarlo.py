@@ -9,7 +9,15 @@ accuracy of each. On CPU it runs the fast path (:mod:`mapping.fastpath`):
   quantisation is shared by a group of samples whose first-layer products run in one
   fused kernel call (several device samples per pass over the input);
 * every other crossbar layer runs the fused im2col + DAC + MAC + ADC kernel (no im2col
-  matrix in memory, zero input codes skipped).
+  matrix in memory);
+* an ``nn.ReLU`` and/or ``nn.MaxPool2d`` that directly follow a crossbar conv inside a plain
+  ``nn.Sequential`` (exact types, no hooks, floor mode) are fused into the conv kernel and
+  skipped (replaced by ``nn.Identity`` for the run, then put back); a probe batch must give
+  bit-identical logits with and without the fusion, else nothing is fused. Max and ReLU are
+  exact, so this changes no result.
+
+Every image is computed by one thread in a fixed order, so the accuracies do not depend on
+Numba's thread count; torch runs single-threaded inside the loop.
 
 Elsewhere (CUDA, read noise) it programs each sample and evaluates the model as it is.
 """
@@ -27,8 +35,8 @@ from tqdm.auto import tqdm
 
 from .control import LayerSelection, _layers_or_fail, program, select_layers
 from .errors import DataError
-from .fastpath import FastState, fused_forward, sample_weights
-from .layers import CrossbarLayer
+from .fastpath import FastState, PostOps, fused_forward, sample_weights
+from .layers import CrossbarConv2d, CrossbarLayer
 
 #: Bytes allowed for first-layer outputs of one chunk times one sample group.
 _GROUP_BYTES = 256 * 2**20
@@ -183,14 +191,14 @@ def _capture_input(model, layer, x):
         box["x"] = inp.detach().clone()
         raise _Stop
 
-    layer._fast = grab
+    prev, layer._fast = layer._fast, grab
     try:
         with torch.no_grad():
             model(x)
     except _Stop:
         pass
     finally:
-        layer._fast = None
+        layer._fast = prev
     return box["x"]
 
 
@@ -247,6 +255,79 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
                                             seconds=time.perf_counter() - t0)
 
 
+def _no_hooks(m: nn.Module) -> bool:
+    return not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
+
+
+def _fusable(model: nn.Module, entries) -> dict:
+    """Digital ``nn.ReLU`` / ``nn.MaxPool2d`` that directly follow a crossbar conv.
+
+    Only inside a plain ``nn.Sequential`` (its ``forward`` feeds each module's output to the
+    next one only), exact module types, no hooks, floor-mode pools without indices.
+
+    Returns:
+        ``{id(conv): (PostOps, [(sequential, key), ...])}`` for the modules to skip.
+    """
+    found = {}
+    ours = {id(layer) for _, layer in entries}
+    for parent in model.modules():
+        if type(parent) is not nn.Sequential:
+            continue
+        items = list(parent._modules.items())
+        for i, (_, m) in enumerate(items):
+            if (not isinstance(m, CrossbarConv2d) or id(m) not in ours or not _no_hooks(m)
+                    or id(m) in found):
+                continue
+            relu, pool, skip = False, None, []
+            j = i + 1
+            if j < len(items) and type(items[j][1]) is nn.ReLU and _no_hooks(items[j][1]):
+                relu = True
+                skip.append((parent, items[j][0]))
+                j += 1
+            if j < len(items) and type(items[j][1]) is nn.MaxPool2d and _no_hooks(items[j][1]):
+                mp = items[j][1]
+                ks = mp.kernel_size if isinstance(mp.kernel_size, tuple) else (mp.kernel_size,) * 2
+                pd = mp.padding if isinstance(mp.padding, tuple) else (mp.padding,) * 2
+                if (not mp.ceil_mode and not mp.return_indices
+                        and all(2 * p <= k for p, k in zip(pd, ks))):
+                    pool = mp
+                    skip.append((parent, items[j][0]))
+            if skip:
+                found[id(m)] = (PostOps(relu, pool), skip)
+    return found
+
+
+def _install_fusion(model, states, fusable, probe) -> list:
+    """Skip the fusable modules (fused into the conv kernels) if the probe output is unchanged.
+
+    Returns:
+        ``[(sequential, key, module)]`` to put back (empty when nothing was fused).
+    """
+    if not fusable:
+        return []
+    with torch.no_grad():
+        ref = model(probe)
+    saved = []
+    for lid, (post, skip) in fusable.items():
+        states[lid].post = post
+        for parent, key in skip:
+            saved.append((parent, key, parent._modules[key]))
+            parent._modules[key] = nn.Identity()
+    with torch.no_grad():
+        same = torch.equal(model(probe), ref)
+    if not same:                        # a structure the check above did not foresee
+        _remove_fusion(states, saved)
+        return []
+    return saved
+
+
+def _remove_fusion(states, saved) -> None:
+    for parent, key, module in reversed(saved):
+        parent._modules[key] = module
+    for st in states.values():
+        st.post = None
+
+
 def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[float]:
     states = {}
     for _, layer in entries:
@@ -254,6 +335,31 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[fl
         states[id(layer)] = FastState(layer)
     n_images = sum(len(y) for _, y in batches)
     first, once = _first_layer_plan(model, entries, batches[0][0][:1])
+    threads = torch.get_num_threads()
+    # Numba kernels and torch ops alternate; torch's OpenMP workers keep spinning after each
+    # op and starve the Numba workers, so torch runs single-threaded inside the loop.
+    torch.set_num_threads(1)
+    saved = []
+    try:
+        for _, layer in entries:
+            st = states[id(layer)]
+            st.wt = sample_weights(layer)[None]
+            layer._fast = st
+        if once:                        # a conv called twice would apply its ops twice
+            saved = _install_fusion(model, states, _fusable(model, entries),
+                                    batches[0][0][:4])
+        return _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states,
+                          first, once, n_images)
+    finally:
+        torch.set_num_threads(threads)
+        _remove_fusion(states, saved)
+        for _, layer in entries:
+            layer._fast = None
+            states[id(layer)].override = None
+
+
+def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, first, once,
+               n_images) -> list[float]:
     weights = sum(layer.crossbar.shape[0] * layer.crossbar.shape[1] for _, layer in entries)
     if group_size is None:
         group_size = int(max(1, min(8, _STATE_BYTES // max(1, 4 * weights))))
@@ -264,45 +370,33 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[fl
         with torch.no_grad():
             probe = _capture_input(model, first_layer, batches[0][0][:1])
             st0 = states[id(first_layer)].statics
-            out_elems = fused_forward(st0, first_layer, probe,
-                                      sample_weights(first_layer)[None]).numel()
+            out_elems = fused_forward(st0, first_layer, probe, sample_weights(first_layer)[None],
+                                      post=states[id(first_layer)].post).numel()
         chunk_images = int(max(1, min(4096, _GROUP_BYTES // (4 * out_elems * group_size))))
     chunks = _rechunk(batches, chunk_images)
     cached = ([_capture_input(model, first_layer, x) for x, _ in chunks] if share else None)
     accs: list[float] = []
-    threads = torch.get_num_threads()
-    # Numba kernels and torch ops alternate; torch's OpenMP workers keep spinning after each
-    # op and starve the Numba workers, so torch runs single-threaded inside the loop.
-    torch.set_num_threads(1)
-    try:
-        for _, layer in entries:
-            layer._fast = states[id(layer)]
-        for g0 in range(0, len(seqs), group_size):
-            group = seqs[g0:g0 + group_size]
-            wts = []                                  # per sample: {layer id: (1, K, O)}
-            for seq in group:
-                program(model, np.random.default_rng(seq), layers=layers)
-                wts.append({id(layer): sample_weights(layer)[None] for _, layer in entries})
-            correct = np.zeros(len(group), dtype=np.int64)
-            if share:
-                stack = np.ascontiguousarray(np.concatenate([w[id(first_layer)] for w in wts]))
-            with torch.no_grad():
-                for c, (x, y) in enumerate(chunks):
-                    pre = None
-                    if share:
-                        pre = fused_forward(states[id(first_layer)].statics, first_layer,
-                                            cached[c], stack)
-                    for s, w in enumerate(wts):
-                        for _, layer in entries:
-                            states[id(layer)].wt = w[id(layer)]
-                        if pre is not None:
-                            states[id(first_layer)].override = pre[s]
-                        correct[s] += _count_correct(model(x), y)
-            accs.extend(float(k) / n_images for k in correct)
-            bar.update(len(group))
-    finally:
-        torch.set_num_threads(threads)
-        for _, layer in entries:
-            layer._fast = None
-            states[id(layer)].override = None
+    for g0 in range(0, len(seqs), group_size):
+        group = seqs[g0:g0 + group_size]
+        wts = []                                  # per sample: {layer id: (1, K, O)}
+        for seq in group:
+            program(model, np.random.default_rng(seq), layers=layers)
+            wts.append({id(layer): sample_weights(layer)[None] for _, layer in entries})
+        correct = np.zeros(len(group), dtype=np.int64)
+        if share:
+            stack = np.ascontiguousarray(np.concatenate([w[id(first_layer)] for w in wts]))
+        with torch.no_grad():
+            for c, (x, y) in enumerate(chunks):
+                pre = None
+                if share:
+                    pre = fused_forward(states[id(first_layer)].statics, first_layer,
+                                        cached[c], stack, post=states[id(first_layer)].post)
+                for s, w in enumerate(wts):
+                    for _, layer in entries:
+                        states[id(layer)].wt = w[id(layer)]
+                    if pre is not None:
+                        states[id(first_layer)].override = pre[s]
+                    correct[s] += _count_correct(model(x), y)
+        accs.extend(float(k) / n_images for k in correct)
+        bar.update(len(group))
     return accs

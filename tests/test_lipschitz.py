@@ -11,14 +11,6 @@ from correctnet.models import build_model
 import naive
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny models: intra-op threads only add overhead (and thrash on a busy 2-core machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_lambda_values():
     assert lipschitz_lambda(0.5) == pytest.approx(0.3396, abs=1e-4)

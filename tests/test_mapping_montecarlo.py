@@ -2,13 +2,16 @@
 
 import json
 
+import numba
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import mapping
 from mapping import (
+    CrossbarConv2d,
     DataError,
     LayerSelectionError,
     MappingError,
@@ -19,6 +22,8 @@ from mapping import (
     program,
     run_monte_carlo,
 )
+from mapping import kernels
+from mapping.fastpath import LayerStatics, PostOps, fused_forward, sample_weights
 from naive import mapping_lognormal_accuracies
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 
@@ -71,6 +76,97 @@ def test_monte_carlo_fast_path_equals_programming_loop_and_repeats():
     d = json.loads(json.dumps(res.to_dict()))
     assert d["mean"] == pytest.approx(float(np.mean(res.accuracies)))
     assert all(0.0 <= a <= 1.0 for a in d["accuracies"]) and "%" in str(res)
+
+
+def pool_net():
+    """Strided/dilated convs, a padded 3x3 max-pool right after a conv, a ReLU-only tail."""
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(2, 5, 3, stride=2, padding=1), nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(5, 6, 3, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(24, 4)).eval()
+
+
+def test_fused_relu_maxpool_equals_torch_ops_bit_for_bit():
+    c = XbarConfig(tile=TileConfig(16, 8), device=DeviceConfig(sigma=0.5),
+                   dac=DACConfig(bits=8), adc=ADCConfig(bits=6))
+    analog = convert_to_crossbar(pool_net(), c)
+    program(analog, 2)
+    wide = CrossbarConv2d.from_float(nn.Conv2d(5, 32, 3), c)   # channel-vectorised kernel
+    wide.program(4)
+    h = torch.randn(5, 2, 40, 40)
+    h[0, :, :8, :8] = 0.0                                # all-zero receptive fields
+    convs = [layer for _, layer in crossbar_layers(analog) if isinstance(layer, CrossbarConv2d)]
+    for layer in convs + [wide]:
+        if layer is not convs[0]:
+            h = torch.randn(3, 5, 8, 8) if layer is wide else F.max_pool2d(h, 3, 2, 1)
+        st = LayerStatics(layer)
+        w = sample_weights(layer)
+        wts = np.stack([w, w * 0.5])
+        with torch.no_grad():
+            plain = fused_forward(st, layer, h, wts)
+            for relu, pool in [(True, None), (False, nn.MaxPool2d(2)),
+                               (True, nn.MaxPool2d(3, stride=2, padding=1)),
+                               (True, nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)))]:
+                ref = plain.flatten(0, 1)
+                ref = torch.relu(ref) if relu else ref
+                ref = pool(ref) if pool is not None else ref
+                got = fused_forward(st, layer, h, wts, post=PostOps(relu, pool))
+                assert torch.equal(got.flatten(0, 1), ref), (relu, pool)
+        h = plain[0]
+
+
+def test_conv_kernel_with_one_input_per_sample_equals_separate_calls():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 2, 9, 9)).astype(np.float32)      # (S, B, C, H, W)
+    wt = rng.standard_normal((3, 18, 5)).astype(np.float32)
+    gain = rng.uniform(0.01, 0.1, (2, 5))
+    step = rng.uniform(0.5, 2.0, (2, 5))
+    args = (np.array([0, 9, 18]), gain, step, rng.standard_normal(5).astype(np.float32), 1,
+            127.0, 0.0, 127.0, 3, 3, 1, 1, 1, 1, 7, 7, 1, np.array([2, 2, 2, 2, 0, 0, 1, 1]))
+    out = np.empty((3, 2, 5, 3, 3), np.float32)
+    kernels.analog_conv_positions(x, wt, *args, out)
+    for s in range(3):
+        one = np.empty((1, 2, 5, 3, 3), np.float32)
+        kernels.analog_conv_positions(x[s:s + 1], wt[s:s + 1], *args, one)
+        np.testing.assert_array_equal(out[s], one[0])
+
+
+def test_monte_carlo_fusion_is_exact_thread_independent_and_restores_the_model():
+    model = pool_net()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(90, 2, 24, 24, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    data = [(x[i:i + 40], y[i:i + 40]) for i in range(0, 90, 40)]
+    analog = convert_to_crossbar(model, XbarConfig.rram_lognormal(0.4, n_rows=16, n_cols=8))
+    before = [m for m in analog.modules()]
+    res = run_monte_carlo(analog, data, samples=4, seed=1, progress=False)
+    assert [m for m in analog.modules()] == before             # skipped modules put back
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = run_monte_carlo(analog, data, samples=4, seed=1, progress=False, group_size=3)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(res.accuracies, one.accuracies)
+    slow = []
+    for seq in np.random.SeedSequence(1).spawn(4):
+        program(analog, np.random.default_rng(seq))
+        slow.append(evaluate_accuracy(analog, data))
+    np.testing.assert_allclose(res.accuracies, slow, atol=0.012)   # rare 1-LSB ADC flips
+    assert 0.2 < res.mean < 1.0                               # the variation is visible
+
+
+def test_hooked_digital_modules_are_not_fused():
+    model = lenet()
+    data, _, _ = teacher_data(model, n=60, batch=30)
+    analog = convert_to_crossbar(model, XbarConfig.rram_lognormal(0.5))
+    plain = run_monte_carlo(analog, data, samples=2, seed=3, progress=False)
+    calls = []
+    analog[2].register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    hooked = run_monte_carlo(analog, data, samples=2, seed=3, progress=False)
+    assert calls and all(s[1:] == (6, 14, 14) for s in calls)     # the pool really ran
+    np.testing.assert_array_equal(plain.accuracies, hooked.accuracies)
 
 
 def test_unselected_layers_stay_exact():

@@ -11,14 +11,6 @@ from correctnet.errors import CheckpointError, DatasetError, UsageError
 from correctnet.models import MODEL_NAMES, build_model, output_scale_of, set_output_scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny models: intra-op threads only add overhead (and thrash on a busy 2-core machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("name,channels,size", [
     ("lenet5", 1, 28), ("lenet5", 3, 32), ("vgg16", 3, 32), ("vgg16_bn", 3, 32),

@@ -10,14 +10,6 @@ from correctnet.training import (
     TrainConfig, epoch_checkpoint_path, evaluate, perturbed_weights, train_model)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny models: intra-op threads only add overhead (and thrash on a busy 2-core machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 META = dict(model="lenet5", dataset="fashion-mnist", num_classes=10, in_channels=1,
             input_size=28)
 
