@@ -42,3 +42,22 @@ def test_unknown_command_exits_non_zero_without_traceback():
                           capture_output=True, text=True, check=False)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("parse, good, bad", [
+    ("positive_int", [("1", 1), ("250", 250)], ["0", "-3", "1.5", "x"]),
+    ("nonneg_int", [("0", 0), ("7", 7)], ["-1", "nan", ""]),
+    ("nonneg_float", [("0", 0.0), ("0.5", 0.5)], ["-0.1", "inf", "nan", "x"]),
+    ("positive_float", [("1e-3", 1e-3)], ["0", "-1", "inf"]),
+])
+def test_argument_types_accept_valid_and_reject_invalid_values(parse, good, bad):
+    import argparse
+
+    from correctnet.commands import argtypes
+
+    fn = getattr(argtypes, parse)
+    for text, value in good:
+        assert fn(text) == value
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+            fn(text)

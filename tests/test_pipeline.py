@@ -88,6 +88,10 @@ def test_cli_rerun_reports_and_refuses_other_arguments(tiny_run, capsys):
     assert "sigma" in err and "other arguments" in err
     with pytest.raises(RunConfigError, match="preset"):
         Pipeline("lenet5", "fashion-mnist", 0.5, out, get_preset("quick"))
+    # --base changes the preset, so the finished run refuses it too
+    other = "plain" if get_preset("tiny").base != "plain" else "lipschitz"
+    assert main(["reproduce", "--preset", "tiny", "--base", other, "--out", out]) == 2
+    assert "base" in capsys.readouterr().err
 
 
 def test_compensators_stay_digital_after_mapping():

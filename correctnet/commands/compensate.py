@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 import time
+
+from correctnet.commands.argtypes import nonneg_float, positive_int
 
 EPILOG = """\
 examples:
@@ -15,26 +16,6 @@ examples:
 Layer names are as in model.named_modules(); a short name (conv2, fc3) is accepted when it
 is unique. Writes OUT/compensation.pt and OUT/result.json.
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,15 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="trained network (checkpoint.pt)")
     p.add_argument("--plan", required=True,
                    help="LAYER=RATIO,... e.g. features.conv2=0.5,classifier.fc3=1")
-    p.add_argument("--sigma", type=_nonneg_float, default=0.5, help="variation sigma (0.5)")
-    p.add_argument("--epochs", type=_positive_int, default=3, help="training epochs (3)")
+    p.add_argument("--sigma", type=nonneg_float, default=0.5, help="variation sigma (0.5)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="training epochs (3)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (2e-3)")
-    p.add_argument("--samples", type=_positive_int, default=250, help="Monte-Carlo samples")
-    p.add_argument("--limit", type=_positive_int, default=None,
+    p.add_argument("--samples", type=positive_int, default=250, help="Monte-Carlo samples")
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="test images (default all)")
-    p.add_argument("--train-limit", type=_positive_int, default=None,
+    p.add_argument("--train-limit", type=positive_int, default=None,
                    help="training images (default all)")
-    p.add_argument("--tile", type=_positive_int, default=128, help="tile rows = cols (128)")
+    p.add_argument("--tile", type=positive_int, default=128, help="tile rows = cols (128)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
     p.add_argument("--device", default=None, help="training device (cpu, cuda)")
     p.add_argument("--data-dir", default=None, help="dataset directory")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 import time
+
+from correctnet.commands.argtypes import nonneg_float
 
 EPILOG = """\
 examples:
@@ -12,6 +13,7 @@ examples:
   correctnet reproduce --model vgg16 --dataset cifar10 --data-dir D --preset paper \\
       --device cuda --out runs/vgg16-c10
   correctnet reproduce --preset quick --out runs/quick          # again: resumes / reports
+  correctnet reproduce --preset quick --base lipschitz --out runs/quick-lip   # paper's base
 
 Stages: train_plain, train_lipschitz, train_variation_aware, evaluate_baselines, candidates,
 search, train_compensation, evaluate_correctnet, sweeps, report. Each stage's result is saved
@@ -19,16 +21,6 @@ in OUT/stages/ when it finishes; an interrupted run resumes at the first unfinis
 OUT/config.json records the arguments: rerunning with other ones is refused.
 Writes OUT/report.md, OUT/report.json and OUT/fig_*.png.
 """
-
-
-def _sigma(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=MODEL_NAMES, default="lenet5", help="network (lenet5)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion-mnist",
                    help="dataset (fashion-mnist)")
-    p.add_argument("--sigma", type=_sigma, default=0.5,
+    p.add_argument("--sigma", type=nonneg_float, default=0.5,
                    help="lognormal device variation sigma (0.5)")
     p.add_argument("--out", required=True, help="run folder (created; reruns resume)")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
@@ -55,12 +47,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: small models on a shared 2-core CPU are several "
                         "times faster single-threaded; 0 keeps torch's default)")
+    p.add_argument("--base", choices=("lipschitz", "plain", "variation_aware"), default=None,
+                   help="network CorrectNet compensates (default: the preset's; quick uses "
+                        "variation_aware, paper uses lipschitz as in the paper)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) the pipeline and print the report table."""
+    import dataclasses
     import json
 
     from correctnet.pipeline import Pipeline
@@ -72,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    pipe = Pipeline(args.model, args.dataset, args.sigma, args.out, get_preset(args.preset),
+    preset = get_preset(args.preset)
+    if args.base is not None:
+        preset = dataclasses.replace(preset, base=args.base)
+    pipe = Pipeline(args.model, args.dataset, args.sigma, args.out, preset,
                     device=args.device, data_dir=args.data_dir,
                     progress=not args.no_progress, log=lambda line: print(line, flush=True))
     print(f"correctnet reproduce: {args.model} on {args.dataset}, sigma {args.sigma:g}, "

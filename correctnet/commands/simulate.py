@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from correctnet.commands.train import nonneg_float, nonneg_int, positive_int
+from correctnet.commands.argtypes import nonneg_float, nonneg_int, positive_int
 
 EPILOG = """\
 examples:

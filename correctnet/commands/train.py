@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
+
+from correctnet.commands.argtypes import (nonneg_float, nonneg_int, positive_float,
+                                       positive_int)
 
 EPILOG = """\
 examples:
@@ -19,47 +21,6 @@ examples:
 Writes OUT/checkpoint.pt after every epoch (atomically) and OUT/checkpoint-epochNNN.pt;
 --resume continues from OUT/checkpoint.pt with the same result as an uninterrupted run.
 """
-
-
-def positive_int(text: str) -> int:
-    """Argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def nonneg_int(text: str) -> int:
-    """Argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    """Argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """Argparse type: a finite float > 0."""
-    value = nonneg_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
