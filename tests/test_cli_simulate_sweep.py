@@ -70,12 +70,14 @@ def test_simulate_text_and_json(trained, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "clean accuracy" in text and "+-" in text and "total" in text
+    assert "numba kernels" in text
     assert main(args + ["--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["accuracies"]) == 3 and data["samples"] == 3
     assert 0 <= data["mean"] <= 1 and data["std"] >= 0 and 0 <= data["clean_accuracy"] <= 1
     assert data["tile"] == 64 and data["config"]["tile"]["n_rows"] == 64
     assert data["hardware"] and data["model"] == "lenet5"
+    assert data["compile_seconds"] >= 0
     # sigma 0 with ideal converters reproduces the digital accuracy
     assert main(["simulate", "--checkpoint", str(trained), "--sigma", "0", "--samples", "1",
                  "--limit", "128", "--adc-bits", "none", "--dac-bits", "none", "--json"]) == 0

@@ -239,3 +239,10 @@ def test_hardware_report_counts():
     json.dumps(rep.to_dict())
     fresh = hardware_report(convert_to_crossbar(lenet(), XbarConfig.ideal()))
     assert not fresh.positions_known and "per output position" in str(fresh)
+
+
+def test_warmup_compiles_every_kernel_and_reports_seconds():
+    import mapping
+
+    seconds = mapping.warmup()
+    assert isinstance(seconds, float) and seconds >= 0.0

@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress, log=lambda line: print(line, flush=True))
     print(f"correctnet reproduce: {args.model} on {args.dataset}, sigma {args.sigma:g}, "
           f"preset {args.preset}, run folder {args.out}", flush=True)
+    import mapping
+
+    print(f"numba kernels ready in {mapping.warmup():.2f} s (compiled on first use, then cached)",
+          flush=True)
     pipe.run()
     report = json.loads(pipe.store.path("report.json").read_text())
     print()

@@ -170,11 +170,15 @@ def run(args: argparse.Namespace) -> int:
                                              expect_model=args.model)
     config = make_xbar_config(args.sigma, args.tile, adc_bits=args.adc_bits,
                               dac_bits=args.dac_bits, level=args.level)
+    import mapping
+
+    compile_seconds = mapping.warmup()
     out = simulate_model(model, loader, config, samples=args.samples, seed=args.seed,
                          backend=args.backend, progress=not args.json)
     out.update({"checkpoint": str(args.checkpoint), "model": meta["model"],
                 "dataset": meta.get("dataset"), "method": meta.get("method"),
-                "sigma": args.sigma, "tile": args.tile, "limit": args.limit})
+                "sigma": args.sigma, "tile": args.tile, "limit": args.limit,
+                "compile_seconds": compile_seconds})
     if args.json:
         print(json.dumps(out))
         return 0
@@ -182,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
           f"method {meta.get('method')})")
     print(f"sigma {args.sigma:g}  tile {args.tile}x{args.tile}  ADC {args.adc_bits} bits  "
           f"DAC {args.dac_bits} bits  level {args.level}  samples {args.samples}")
+    print(f"numba kernels       {compile_seconds:.2f} s (compiled on first use, then cached)")
     print(f"clean accuracy      {100 * out['clean_accuracy']:.2f}%")
     print(f"accuracy on xbar    {100 * out['mean']:.2f}% +- {100 * out['std']:.2f}% "
           f"(min {100 * min(out['accuracies']):.2f}%, max {100 * max(out['accuracies']):.2f}%)")

@@ -214,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"sweep: {len(args.checkpoint)} checkpoint(s) x {len(sigmas)} sigma x "
           f"{len(tiles)} tile = {total} points, {args.samples} samples each -> {args.out}",
           flush=True)
+    import mapping
+
+    print(f"numba kernels ready in {mapping.warmup():.2f} s (compiled on first use, then cached)",
+          flush=True)
     t0 = time.perf_counter()
 
     def show(point: dict[str, Any]) -> None:
