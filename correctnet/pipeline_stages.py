@@ -204,10 +204,15 @@ def train_compensation(pipe: Pipeline) -> dict:
 def evaluate_correctnet(pipe: Pipeline) -> dict:
     """Clean and Monte-Carlo accuracy of the compensated network."""
     p = pipe.preset
-    model = pipe.correctnet_network()
-    res = pipe.monte_carlo(model, sigma=pipe.sigma, samples=p.samples, limit=p.test_limit)
-    res["clean"] = pipe.clean_accuracy(model, p.test_limit)
     comp = pipe.store.result("train_compensation")
+    if comp["plan"]:
+        model = pipe.correctnet_network()
+        res = pipe.monte_carlo(model, sigma=pipe.sigma, samples=p.samples, limit=p.test_limit)
+        res["clean"] = pipe.clean_accuracy(model, p.test_limit)
+    else:
+        # No compensator: the network is the base network, already evaluated on the same
+        # images with the same samples and seed in ``evaluate_baselines``.
+        res = dict(pipe.store.result("evaluate_baselines")["variants"][p.base])
     res.update(plan=comp["plan"], overhead=comp["overhead"],
                compensated_layers=comp["compensated_layers"])
     return res
@@ -218,8 +223,12 @@ def sweeps(pipe: Pipeline) -> dict:
     p = pipe.preset
     nets = {v: pipe.network(v) for v in VARIANTS}
     nets["correctnet"] = pipe.correctnet_network()
+    compensated = bool(pipe.store.result("train_compensation")["plan"])
     sigma_curves: dict = {}
     for variant, model in nets.items():
+        if variant == "correctnet" and not compensated:
+            sigma_curves[variant] = sigma_curves[p.base]   # same network, same samples
+            continue
         sigma_curves[variant] = []
         for s in p.sweep_sigmas:
             r = pipe.monte_carlo(model, sigma=s, samples=p.sweep_samples,
