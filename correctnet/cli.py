@@ -44,17 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types shown as one line instead of a traceback."""
+    from mapping.errors import MappingError
+    from xbar.errors import XbarError
+
     from correctnet.errors import CorrectNetError
 
-    errors: list[type[BaseException]] = [CorrectNetError, FileNotFoundError]
-    library_roots = (("xbar.errors", "XbarError"), ("mapping.errors", "MappingError"))
-    for module_name, class_name in library_roots:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        errors.append(getattr(module, class_name))
-    return tuple(errors)
+    return (CorrectNetError, MappingError, XbarError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
