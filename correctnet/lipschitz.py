@@ -17,22 +17,10 @@ from __future__ import annotations
 import math
 
 import torch
+from mapping import analog_layers
 from torch import nn
-from torch.nn.utils.parametrize import type_before_parametrizations
 
 from correctnet.errors import UsageError
-
-
-def _is_digital(module: nn.Module) -> bool:
-    """``mapping.is_digital(module)``, or False when the mapping package is not importable.
-
-    Imported lazily so that this module loads without ``mapping`` (a sibling package).
-    """
-    try:
-        from mapping import is_digital
-    except ImportError:
-        return False
-    return bool(is_digital(module))
 
 
 def lipschitz_lambda(sigma: float, k: float = 1.0) -> float:
@@ -58,25 +46,6 @@ def lipschitz_lambda(sigma: float, k: float = 1.0) -> float:
     return k / (math.exp(sigma * sigma / 2.0) + 3.0 * math.sqrt((e - 1.0) * e))
 
 
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every analog-mappable Linear / Conv2d, in definition order.
-
-    Modules marked digital (``mapping.is_digital``), and everything inside them, are skipped.
-    Parametrized layers count by their original type.
-    """
-    skip: list[str] = []
-    layers = []
-    for name, module in model.named_modules():
-        if any(name == s or name.startswith(s + ".") for s in skip):
-            continue
-        if _is_digital(module):
-            skip.append(name)
-            continue
-        if issubclass(type_before_parametrizations(module), (nn.Linear, nn.Conv2d)):
-            layers.append((name, module))
-    return layers
-
-
 def _matrix(module: nn.Module) -> torch.Tensor:
     return module.weight.flatten(1)
 
@@ -99,7 +68,7 @@ def orthogonality_penalty(model: nn.Module, lam: float) -> torch.Tensor:
     """
     c = float(lam) ** 2
     total = None
-    for _, module in weight_layers(model):
+    for _, module in analog_layers(model):
         w = _matrix(module)
         out_dim, in_dim = w.shape
         if out_dim < in_dim:
@@ -127,4 +96,4 @@ def spectral_norms(model: nn.Module) -> dict[str, float]:
         ``{layer name: ||W||_2}`` in definition order (conv weights as ``(out, in*kh*kw)``).
     """
     return {name: float(torch.linalg.matrix_norm(_matrix(m).float(), ord=2))
-            for name, m in weight_layers(model)}
+            for name, m in analog_layers(model)}

@@ -38,7 +38,6 @@ from tqdm.auto import tqdm
 from correctnet.checkpoint import read_checkpoint, save_checkpoint
 from correctnet.errors import CheckpointError, UsageError
 from correctnet.lipschitz import lipschitz_lambda, orthogonality_penalty, spectral_norms
-from correctnet.lipschitz import weight_layers
 from correctnet.models import output_scale_of, set_output_scale
 
 #: Training methods accepted by :class:`TrainConfig`.
@@ -136,12 +135,11 @@ def perturbed_weights(model: nn.Module, sigma: float,
         ``{parameter name: perturbed tensor}`` for ``torch.func.functional_call``; the tensors
         depend differentiably on the nominal weights.
     """
-    out = {}
-    for name, module in weight_layers(model):
-        w = module.weight
-        theta = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-        out[f"{name}.weight" if name else "weight"] = w * torch.exp(sigma * theta)
-    return out
+    from mapping import analog_layers, lognormal_weight
+
+    return {f"{name}.weight" if name else "weight":
+            lognormal_weight(module.weight, sigma, generator=generator)
+            for name, module in analog_layers(model)}
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .control import as_generator, program, program_ideal, resample, select_layers, set_backend
 from .convert import (
     COMPUTE_LAYERS,
+    analog_layers,
     convert_to_crossbar,
     crossbar_layers,
     default_mapping,
@@ -28,13 +29,14 @@ from .fastpath import warmup
 from .layers import BACKENDS, CrossbarConv2d, CrossbarLayer, CrossbarLinear
 from .montecarlo import MonteCarloResult, evaluate_accuracy, run_monte_carlo
 from .report import HardwareReport, hardware_report
+from .torch_ops import lognormal_theta, lognormal_weight
 
 __all__ = [
     "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "CrossbarConv2d",
     "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
     "MappingError", "MonteCarloResult", "NotProgrammedError", "UnsupportedLayerError",
-    "as_generator", "convert_to_crossbar", "crossbar_layers", "default_mapping",
-    "evaluate_accuracy", "hardware_report", "is_digital", "mark_digital", "program",
-    "program_ideal", "resample", "run_monte_carlo", "select_layers", "set_backend",
-    "unconverted_layers", "warmup",
+    "analog_layers", "as_generator", "convert_to_crossbar", "crossbar_layers",
+    "default_mapping", "evaluate_accuracy", "hardware_report", "is_digital", "lognormal_theta",
+    "lognormal_weight", "mark_digital", "program", "program_ideal", "resample",
+    "run_monte_carlo", "select_layers", "set_backend", "unconverted_layers", "warmup",
 ]

@@ -98,7 +98,7 @@ def convert_to_crossbar(
         model = copy.deepcopy(model)
 
     def swap(name: str, module: nn.Module) -> nn.Module | None:
-        if is_digital(module) or name in names or (types and isinstance(module, types)):
+        if _kept_digital(name, module, names, types):
             return None
         cls = table.get(type_before_parametrizations(module))
         if cls is None:
@@ -124,8 +124,7 @@ def convert_to_crossbar(
             new = swap(full, child)
             if new is not None:
                 swaps[child_name] = new
-            elif not (is_digital(child) or full in names
-                      or (types and isinstance(child, types))):
+            elif not _kept_digital(full, child, names, types):
                 recurse(child, full)
         for child_name, new in swaps.items():
             setattr(module, child_name, new)
@@ -135,6 +134,51 @@ def convert_to_crossbar(
         return root
     recurse(model, "")
     return model
+
+
+def _kept_digital(name: str, module: nn.Module, names: set[str],
+                  types: tuple[type[nn.Module], ...]) -> bool:
+    """True if ``module`` (and its subtree) stays digital: marked, or excluded by name/type."""
+    return is_digital(module) or name in names or bool(types and isinstance(module, types))
+
+
+def analog_layers(model: nn.Module, *,
+                  mapping: dict[type[nn.Module], type[CrossbarLayer]] | None = None,
+                  exclude: Iterable[str | type[nn.Module]] = ()) -> list[tuple[str, nn.Module]]:
+    """The layers of ``model`` that run on crossbars: the one answer to "which layers are analog".
+
+    On a float model these are the layers :func:`convert_to_crossbar` (with the same
+    ``mapping`` and ``exclude``) converts: modules whose type before parametrizations is a key
+    of the mapping, outside every :func:`mark_digital` subtree and every excluded name/type;
+    on a converted model, its crossbar layers. Grouped convolutions are listed (converting
+    them raises :class:`UnsupportedLayerError`). The Lipschitz penalty, compensation
+    placement and variation-aware training all use this list.
+
+    Args:
+        model: A float or converted network.
+        mapping: ``{float type: crossbar type}``; default :func:`default_mapping`.
+        exclude: Qualified names or module types kept digital.
+
+    Returns:
+        ``(qualified name, module)`` pairs in definition order.
+    """
+    table = default_mapping() if mapping is None else mapping
+    names = {e for e in exclude if isinstance(e, str)}
+    types = tuple(e for e in exclude if isinstance(e, type))
+    found: list[tuple[str, nn.Module]] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        if _kept_digital(prefix, module, names, types):
+            return
+        if (isinstance(module, CrossbarLayer)
+                or type_before_parametrizations(module) in table):
+            found.append((prefix, module))
+            return
+        for child_name, child in module.named_children():
+            walk(child, f"{prefix}.{child_name}" if prefix else child_name)
+
+    walk(model, "")
+    return found
 
 
 def crossbar_layers(model: nn.Module) -> list[tuple[str, CrossbarLayer]]:

@@ -148,10 +148,10 @@ class CrossbarLayer(nn.Module):
         if d.sigma == 0:
             self._noise = (torch.zeros(shape, device=dev), None)
             return
-        z_pos = torch.randn(shape, generator=generator, device=dev) * d.sigma
+        z_pos = torch_ops.lognormal_theta(shape, d.sigma, generator=generator, device=dev)
         z_neg = None
         if d.level == "device":
-            z_neg = torch.randn(shape, generator=generator, device=dev) * d.sigma
+            z_neg = torch_ops.lognormal_theta(shape, d.sigma, generator=generator, device=dev)
         self._noise = (z_pos, z_neg)
 
     def clear_variation(self) -> None:

@@ -23,6 +23,46 @@ from collections.abc import Sequence
 import torch
 
 
+def lognormal_theta(shape: Sequence[int], sigma: float, *,
+                    generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The paper's variation draw in torch: ``theta ~ N(0, sigma^2)`` per element.
+
+    ``theta = sigma * z`` with ``z = torch.randn(shape, generator=generator)``; a weight
+    programmed under this draw holds ``w * exp(theta)`` (Eldebiky et al., DATE 2023, eq. 1-2).
+    Every torch-side draw of the project (the torch backend's ``resample``, variation-aware
+    training) goes through this function, so one seeded generator gives one sample everywhere.
+
+    Args:
+        shape: Shape of the draw.
+        sigma: Std of theta (dimensionless, >= 0).
+        generator: ``torch.Generator`` on ``device`` (None: torch's global generator).
+        device: Device of the draw.
+        dtype: dtype of the draw.
+
+    Returns:
+        ``theta``, a tensor of ``shape``.
+    """
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) * sigma
+
+
+def lognormal_weight(w: torch.Tensor, sigma: float, *,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """``w * exp(theta)``, ``theta = lognormal_theta(w.shape, sigma)`` (differentiable in ``w``).
+
+    Args:
+        w: Nominal weights (any shape).
+        sigma: Std of theta (>= 0).
+        generator: ``torch.Generator`` on ``w``'s device (None: global generator).
+
+    Returns:
+        The varied weights, same shape, device and dtype as ``w``.
+    """
+    theta = lognormal_theta(w.shape, sigma, generator=generator, device=w.device, dtype=w.dtype)
+    return w * torch.exp(theta)
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """Round to the nearest integer with a straight-through gradient (d round(x)/dx := 1)."""
     return x + (torch.round(x) - x).detach()

@@ -194,3 +194,17 @@ def test_bad_arguments_raise():
         convert_to_crossbar("net", XbarConfig.ideal())
     with pytest.raises(ArgumentTypeError):
         mark_digital(3)
+
+
+def test_analog_layers_matches_what_convert_converts():
+    from mapping import analog_layers, crossbar_layers
+
+    inner = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    model = nn.Sequential(inner, mark_digital(nn.Linear(4, 4)),
+                          nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)))
+    names = [n for n, _ in analog_layers(model)]
+    assert names == ["0.0", "2.0", "2.1"]
+    analog = convert_to_crossbar(model, XbarConfig.ideal())
+    assert [n for n, _ in crossbar_layers(analog)] == names
+    assert [n for n, _ in analog_layers(analog)] == names
+    assert [n for n, _ in analog_layers(model, exclude=["2.1"])] == ["0.0", "2.0"]
