@@ -154,3 +154,47 @@ def spectral_norm(w):
     """Largest singular value of a matrix via the eigenvalues of W^T W."""
     w = np.asarray(w, dtype=np.float64)
     return float(np.sqrt(np.max(np.linalg.eigvalsh(w.T @ w))))
+
+
+def irdrop_currents(g, volts, r_word, r_bit=None):
+    """Dense nodal analysis of a passive crossbar (see xbar/irdrop.py for the topology).
+
+    Unknowns: word-line nodes u[i, j] (index i*n + j) then bit-line nodes v[i, j]
+    (m*n + i*n + j). Builds the full conductance matrix and calls np.linalg.solve.
+    g: (m, n) siemens; volts: (batch, m) volt. Returns (batch, n) output currents, ampere.
+    """
+    r_bit = r_word if r_bit is None else r_bit
+    g = np.asarray(g, dtype=np.float64)
+    volts = np.atleast_2d(np.asarray(volts, dtype=np.float64))
+    m, n = g.shape
+    a, b = 1.0 / r_word, 1.0 / r_bit
+    size = 2 * m * n
+    mat = np.zeros((size, size))
+    rhs = np.zeros((size, volts.shape[0]))
+
+    def uu(i, j):
+        return i * n + j
+
+    def vv(i, j):
+        return m * n + i * n + j
+
+    def link(p, q, cond):
+        mat[p, p] += cond
+        mat[q, q] += cond
+        mat[p, q] -= cond
+        mat[q, p] -= cond
+
+    for i in range(m):
+        mat[uu(i, 0), uu(i, 0)] += a            # driver segment
+        rhs[uu(i, 0)] += a * volts[:, i]
+        for j in range(n - 1):
+            link(uu(i, j), uu(i, j + 1), a)
+    for j in range(n):
+        for i in range(m - 1):
+            link(vv(i, j), vv(i + 1, j), b)
+        mat[vv(m - 1, j), vv(m - 1, j)] += b    # segment into virtual ground
+    for i in range(m):
+        for j in range(n):
+            link(uu(i, j), vv(i, j), g[i, j])
+    x = np.linalg.solve(mat, rhs)
+    return (x[[vv(m - 1, j) for j in range(n)]] * b).T

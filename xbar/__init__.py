@@ -9,14 +9,16 @@ import time
 
 import numpy as np
 
-from . import kernels
+from . import irdrop, kernels
 from .config import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 from .crossbar import TiledCrossbar, balanced_splits
-from .errors import ConfigError, InputError, NotProgrammedError, ShapeError, XbarError
+from .errors import (ConfigError, ConvergenceError, InputError, NotProgrammedError, ShapeError,
+                     XbarError)
 
 __all__ = [
-    "ADCConfig", "ConfigError", "DACConfig", "DeviceConfig", "InputError", "NotProgrammedError",
-    "ShapeError", "TileConfig", "TiledCrossbar", "XbarConfig", "XbarError", "balanced_splits",
+    "ADCConfig", "ConfigError", "ConvergenceError", "DACConfig", "DeviceConfig", "InputError",
+    "NotProgrammedError", "ShapeError", "TileConfig", "TiledCrossbar", "XbarConfig", "XbarError",
+    "balanced_splits", "irdrop",
     "warmup",
 ]
 
@@ -44,4 +46,5 @@ def warmup() -> float:
     kernels.adc_accumulate(np.ones((2, 2, 3), dtype=f32), g, g, 127.0, 0,
                            np.zeros((2, 3)), s, 0, np.empty((2, 3), dtype=f32), True)
     kernels.scale_rows(np.ones((2, 3), dtype=f32), s)
+    irdrop.transfer_matrix(np.full((2, 2), 1e-5), 1.0)
     return time.perf_counter() - t0

@@ -51,10 +51,32 @@ class TileConfig:
     """Word lines per tile = inputs per tile (count, >= 1)."""
     n_cols: int = 128
     """Bit lines per tile = outputs per tile (count, >= 1); each position is a G+/G- pair."""
+    line_resistance: float = 0.0
+    """Resistance of one wire segment between neighbouring cells, on word and bit lines alike,
+    ohm (>= 0; 0 = ideal wires, today's exact ``x @ W.T`` path). > 0 solves every tile as a
+    resistive network (IR drop, :mod:`xbar.irdrop`)."""
+    read_voltage: float = 0.2
+    """Word-line voltage of a full-scale input, volt (> 0): the DAC maps ``x / s`` in [-1, 1]
+    onto ``[-read_voltage, read_voltage]``. The network is linear, so outputs in weight units
+    do not depend on it; it sets the physical currents and read energy."""
+    tolerance: float = 1e-9
+    """IR-drop solver stop: largest node-voltage update of a sweep ``<= tolerance *
+    max |V|`` (relative, in (0, 0.1])."""
+    max_sweeps: int = 1000
+    """IR-drop solver: most line sweeps before :class:`~xbar.errors.ConvergenceError` (>= 1)."""
 
     def __post_init__(self) -> None:
         _check_int("tile.n_rows", self.n_rows, 1)
         _check_int("tile.n_cols", self.n_cols, 1)
+        _check_float("tile.line_resistance", self.line_resistance, 0.0)
+        _check_float("tile.read_voltage", self.read_voltage, 0.0, strict=True)
+        _check_float("tile.tolerance", self.tolerance, 0.0, strict=True, hi=0.1)
+        _check_int("tile.max_sweeps", self.max_sweeps, 1)
+
+    @property
+    def has_ir_drop(self) -> bool:
+        """True when ``line_resistance > 0`` (tiles are solved as resistive networks)."""
+        return self.line_resistance > 0.0
 
 
 @dataclass(frozen=True)
@@ -177,7 +199,8 @@ class XbarConfig:
         """True when the model computes exactly ``x @ W.T`` (no variation, noise, quantisation)."""
         d = self.device
         return (d.sigma == 0.0 and d.levels is None and d.read_noise == 0.0
-                and not d.has_faults and self.dac.bits is None and self.adc.bits is None)
+                and not d.has_faults and self.dac.bits is None and self.adc.bits is None
+                and not self.tile.has_ir_drop)
 
     @classmethod
     def ideal(cls, n_rows: int = 128, n_cols: int = 128) -> XbarConfig:

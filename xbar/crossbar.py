@@ -8,6 +8,11 @@ into ``ceil(out / n_cols)`` column blocks (see :func:`balanced_splits`).
 Internally the programmed cells are kept in weight units (``(G+ - G-) / k`` with
 ``k = (g_max - g_min) / w_max`` siemens per weight unit): Ohm's and Kirchhoff's laws are linear,
 so the bit-line current ``I = V G`` is the product below times the constant ``k * V_read``.
+
+With ``tile.line_resistance > 0`` each tile is solved as a resistive network
+(:mod:`xbar.irdrop`): its G+ and G- arrays (two arrays sharing the word-line voltages) are
+replaced by their effective conductance matrices ``T+``, ``T-`` and the tile acts as the
+weights ``(T+ - T-) / k``; DAC, ADC and the digital sums are unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from . import _blas, kernels
+from . import _blas, irdrop, kernels
 from .config import XbarConfig
 from .errors import ConfigError, InputError, NotProgrammedError, ShapeError
 
@@ -115,6 +120,7 @@ class TiledCrossbar:
             np.abs(self._wt_target.astype(np.float64)), self._row_starts[:-1], axis=0)
         self._rpt = max(b - a for a, b in zip(self._row_splits[:-1], self._row_splits[1:]))
         self._wt_eff: np.ndarray | None = None
+        self._wt_run: np.ndarray | None = None      # what matmul applies (IR drop included)
         self._tiles: np.ndarray | None = None
         self._noise_rng: np.random.Generator | None = None
 
@@ -207,7 +213,44 @@ class TiledCrossbar:
 
     def _set_cells(self, wt_eff: np.ndarray) -> None:
         self._wt_eff = wt_eff
-        self._tiles = self._to_tiles(wt_eff) if self._config.adc.bits is not None else None
+        cfg = self._config
+        # With read noise the IR-drop solve runs per matmul call (on the noisy cells).
+        solve_now = cfg.tile.has_ir_drop and cfg.device.read_noise == 0.0
+        self._wt_run = self._ir_weights(wt_eff) if solve_now else wt_eff
+        self._tiles = self._to_tiles(self._wt_run) if cfg.adc.bits is not None else None
+
+    def _ir_weights(self, wt: np.ndarray) -> np.ndarray:
+        """Weights every tile applies with line resistance: ``(T+ - T-) / k`` per tile.
+
+        Each (row tile, column tile) block sits in the top-left corner of a full
+        ``n_rows x n_cols`` array; unused cells hold g_min and unused word lines 0 V.
+
+        Args:
+            wt: (in, out) float32 programmed weights ``(G+ - G-) / k``.
+
+        Returns:
+            (in, out) float32.
+
+        Raises:
+            ConvergenceError: the solver did not reach ``tile.tolerance``.
+        """
+        tile, d = self._config.tile, self._config.device
+        k = (d.g_max - d.g_min) / self._w_max
+        out = np.empty_like(wt)
+        for r0, r1 in zip(self._row_splits[:-1], self._row_splits[1:]):
+            for c0, c1 in zip(self._col_splits[:-1], self._col_splits[1:]):
+                block = wt[r0:r1, c0:c1].astype(np.float64)
+                acc = np.zeros((r1 - r0, c1 - c0))
+                for sign in (1.0, -1.0):
+                    g = np.full((tile.n_rows, tile.n_cols), d.g_min)
+                    g[: r1 - r0, : c1 - c0] += np.maximum(sign * block, 0.0) * k
+                    t = irdrop.transfer_matrix(
+                        g, tile.line_resistance, n_driven=r1 - r0,
+                        read_voltage=tile.read_voltage, tol=tile.tolerance,
+                        max_sweeps=tile.max_sweeps)
+                    acc += sign * t[:, : c1 - c0]
+                out[r0:r1, c0:c1] = acc / k
+        return out
 
     def _to_tiles(self, wt: np.ndarray) -> np.ndarray:
         """(in, out) -> padded (n_row_tiles, rows_per_tile, out); a view when splits are even."""
@@ -268,6 +311,26 @@ class TiledCrossbar:
         self._check_programmed()
         return np.ascontiguousarray(self._wt_eff.T)
 
+    def circuit_weight(self) -> np.ndarray:
+        """Weights the tiles apply, IR drop included, without read noise.
+
+        Equals :meth:`effective_weight` when ``tile.line_resistance == 0``; otherwise every
+        tile's ``(T+ - T-) / k`` (see :mod:`xbar.irdrop`).
+
+        Returns:
+            (out, in) float32 array (a copy).
+
+        Raises:
+            NotProgrammedError: before :meth:`program` / :meth:`program_ideal`.
+            ConvergenceError: the IR-drop solver did not converge (read-noise configs solve
+                here rather than at programming time).
+        """
+        self._check_programmed()
+        cfg = self._config
+        noisy_ir = cfg.tile.has_ir_drop and cfg.device.read_noise > 0.0
+        wt = self._ir_weights(self._wt_eff) if noisy_ir else self._wt_run
+        return np.ascontiguousarray(wt.T)
+
     def _check_programmed(self) -> None:
         if self._wt_eff is None:
             raise NotProgrammedError("TiledCrossbar is not programmed; call program(rng) or "
@@ -294,6 +357,8 @@ class TiledCrossbar:
             NotProgrammedError: before programming.
             ShapeError: ``x`` is not (batch, in) / (in,).
             InputError: ``x`` holds NaN/inf.
+            ConvergenceError: with read noise and line resistance, the IR-drop solve of the
+                noisy cells did not converge.
         """
         self._check_programmed()
         x = np.asarray(x)
@@ -307,9 +372,11 @@ class TiledCrossbar:
             raise InputError(f"x must be real-valued, got dtype {x.dtype}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         _finite("x", x)
-        wt, tiles = self._wt_eff, self._tiles
+        wt, tiles = self._wt_run, self._tiles
         if self._config.device.read_noise > 0.0:
             wt = self._noisy(rng)
+            if self._config.tile.has_ir_drop:
+                wt = self._ir_weights(wt)
             tiles = self._to_tiles(wt) if tiles is not None else None
         y = self._forward(x, wt, tiles)
         return y[0] if one else y

@@ -25,3 +25,7 @@ class InputError(XbarError, ValueError):
 
 class NotProgrammedError(XbarError, RuntimeError):
     """The crossbar was used before ``program(rng)`` or ``program_ideal()`` was called."""
+
+
+class ConvergenceError(XbarError, RuntimeError):
+    """An iterative solver (the IR-drop line solver) did not reach its tolerance in time."""
