@@ -64,8 +64,8 @@ class LayerStatics:
 
 
 def sample_weights(layer: CrossbarLayer) -> np.ndarray:
-    """The programmed effective weight in kernel layout: float32 ``(K, O)`` (transposed)."""
-    return np.ascontiguousarray(layer.crossbar.effective_weight().T)
+    """The programmed weight the tiles apply (IR drop included), kernel layout ``(K, O)``."""
+    return np.ascontiguousarray(layer.crossbar.circuit_weight().T)
 
 
 class PostOps:

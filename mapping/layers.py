@@ -189,6 +189,8 @@ class CrossbarLayer(nn.Module):
         """
         w = self.weight_matrix()
         dev = w.device
+        if self.config.tile.has_ir_drop:
+            return self._ir_torch_weight(w)
         if self._noise is not None or self._mode == "ideal":
             w_t = self._target(w)          # live weights: training updates are seen at once
             bounds = self.row_bounds()
@@ -204,6 +206,29 @@ class CrossbarLayer(nn.Module):
             cache["device"] = dev
         w_eff = cache["w_eff"].to(w.dtype)
         return w + (w_eff - w).detach(), cache["fs"]
+
+    def _ir_torch_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Torch-backend weight with IR drop: xbar's solved tiles, gradient straight through.
+
+        Raises:
+            BackendError: the layer holds a :meth:`resample` draw (torch cannot solve the
+                resistive network).
+            NotProgrammedError: unprogrammed, or the weight changed since programming.
+        """
+        if self._noise is not None:
+            raise BackendError("tile.line_resistance > 0: the torch backend cannot apply IR "
+                               "drop to a resample() draw; call program() (xbar solves the "
+                               "tiles) or clear_variation()")
+        if self._mode == "unprogrammed":
+            raise NotProgrammedError("crossbar layer is not programmed; call program() first")
+        self._refresh_or_fail()
+        cache = self._torch_cache
+        if cache.get("device") is None or cache["w_eff"].device != w.device:
+            cache["w_eff"] = torch.from_numpy(self.crossbar.circuit_weight()).to(w.device)
+            cache["fs"] = torch.from_numpy(self.crossbar.adc_full_scale()).to(w.device,
+                                                                                torch.float32)
+            cache["device"] = w.device
+        return w + (cache["w_eff"].to(w.dtype) - w).detach(), cache["fs"]
 
     def analog_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W_eff.T`` through DAC, tiles and ADC on the current backend (no bias).
