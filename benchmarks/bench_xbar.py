@@ -88,6 +88,32 @@ def bench_program(n_weights: int, repeats: int) -> None:
         print(f"  level={level:<7} {t:.3f} s")
 
 
+def bench_irdrop(tiles, batch: int, repeats: int) -> None:
+    """IR drop (1 ohm/segment): solve seconds per device sample and matmul vs ideal wires."""
+    n = max(tiles)
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((n, n)).astype(np.float32)
+    x = rng.standard_normal((batch, n)).astype(np.float32)
+    print(f"\nIR drop, 1 ohm/segment: weight {n} x {n}, batch {batch}, 8-bit DAC/ADC, sigma 0.5; "
+          "solve = program() (every tile's network); with read noise a matmul solves too")
+    head = (f"{'tile':>5} {'grid':>6} {'solve s':>8} {'matmul s':>9} {'ideal matmul s':>15} "
+            f"{'(solve+matmul)/ideal':>21}")
+    print(head)
+    print("-" * len(head))
+    for tile in tiles:
+        base = config(tile)
+        ir = XbarConfig(tile=TileConfig(tile, tile, line_resistance=1.0), device=base.device,
+                        dac=base.dac, adc=base.adc)
+        xb, ideal = TiledCrossbar(w, ir), TiledCrossbar(w, base)
+        ideal.program(1)
+        t_solve = best_of(lambda: xb.program(1), repeats)
+        t_mm = best_of(lambda: xb.matmul(x), repeats)
+        t_id = best_of(lambda: ideal.matmul(x), repeats)
+        grid = "x".join(str(v) for v in xb.tile_grid)
+        print(f"{tile:>5} {grid:>6} {t_solve:>8.3f} {t_mm:>9.4f} {t_id:>15.4f} "
+              f"{(t_solve + t_mm) / t_id:>21.1f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
@@ -103,10 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         bench_matmul([(120, 400), (1024, 1024)], [128], batch=1000, repeats=repeats)
         bench_program(1_000_000, repeats)
+        bench_irdrop([64], batch=1000, repeats=repeats)
     else:
         bench_matmul([(120, 400), (1024, 1024), (4096, 4096)], [64, 128, 256], batch=1000,
                      repeats=repeats)
         bench_program(15_000_000, repeats)
+        bench_irdrop([64, 128, 256], batch=1000, repeats=min(repeats, 2))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other work on the machine slows "
           "multi-threaded BLAS; compare ratios, not seconds)")
 
