@@ -25,6 +25,7 @@ from .errors import (
     NotProgrammedError,
     UnsupportedLayerError,
 )
+from .cost import COST_PRESETS, CostConstants, CostPresetError
 from .fastpath import warmup
 from .layers import BACKENDS, CrossbarConv2d, CrossbarLayer, CrossbarLinear
 from .montecarlo import MonteCarloResult, evaluate_accuracy, run_monte_carlo
@@ -32,7 +33,8 @@ from .report import HardwareReport, hardware_report
 from .torch_ops import lognormal_theta, lognormal_weight
 
 __all__ = [
-    "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "CrossbarConv2d",
+    "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "COST_PRESETS",
+    "CostConstants", "CostPresetError", "CrossbarConv2d",
     "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
     "MappingError", "MonteCarloResult", "NotProgrammedError", "UnsupportedLayerError",
     "analog_layers", "as_generator", "convert_to_crossbar", "crossbar_layers",
