@@ -88,11 +88,24 @@ def test_simulate_text_and_json(trained, capsys):
     assert json.loads(capsys.readouterr().out)["config"]["device"]["level"] == "device"
 
 
+def test_simulate_line_resistance_and_cost(trained, capsys):
+    base = ["simulate", "--checkpoint", str(trained), "--sigma", "0", "--tile", "64",
+            "--samples", "1", "--limit", "64", "--adc-bits", "none", "--dac-bits", "none",
+            "--json"]
+    assert main(base + ["--line-resistance", "2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["config"]["tile"]["line_resistance"] == 2.0 and data["line_resistance"] == 2.0
+    assert set(data["cost"]) == {"energy_j", "latency_s", "area_mm2"}
+    assert all(v > 0 for v in data["cost"].values())
+    assert data["hardware"]["cost"] == "isaac-32nm"
+
+
 @pytest.mark.parametrize("extra,needle", [
     (["--sigma", "-0.5"], "--sigma"),
     (["--tile", "0"], "--tile"),
     (["--samples", "0"], "--samples"),
     (["--adc-bits", "eight"], "--adc-bits"),
+    (["--line-resistance", "-1"], "--line-resistance"),
 ])
 def test_simulate_bad_arguments(trained, extra, needle, capsys):
     with pytest.raises(SystemExit) as exc:

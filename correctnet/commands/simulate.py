@@ -43,7 +43,8 @@ def parse_bits(text: str) -> int | None:
 
 
 def make_xbar_config(sigma: float, tile: int, *, adc_bits: int | None = 8,
-                     dac_bits: int | None = 8, level: str = "weight") -> Any:
+                     dac_bits: int | None = 8, level: str = "weight",
+                     line_resistance: float = 0.0) -> Any:
     """Square-tile ``xbar.XbarConfig`` with lognormal variation.
 
     Args:
@@ -52,13 +53,14 @@ def make_xbar_config(sigma: float, tile: int, *, adc_bits: int | None = 8,
         adc_bits: ADC bits (None: ideal).
         dac_bits: DAC bits (None: ideal).
         level: ``"weight"`` (the paper's model) or ``"device"`` (every cell).
+        line_resistance: Ohm per word/bit-line segment (0: ideal wires; > 0: IR drop).
 
     Returns:
         The config.
     """
     from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 
-    return XbarConfig(tile=TileConfig(n_rows=tile, n_cols=tile),
+    return XbarConfig(tile=TileConfig(n_rows=tile, n_cols=tile, line_resistance=line_resistance),
                       device=DeviceConfig(sigma=sigma, level=level),
                       dac=DACConfig(bits=dac_bits), adc=ADCConfig(bits=adc_bits))
 
@@ -107,7 +109,9 @@ def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, 
     Returns:
         JSON-safe dict: ``clean_accuracy``, ``mean``, ``std``, ``accuracies`` (fractions),
         ``samples``, ``seed``, ``config`` (``XbarConfig.to_dict()``), ``hardware``
-        (``hardware_report(...).to_dict()``), ``report`` (its table), ``seconds``.
+        (``hardware_report(...).to_dict()``), ``report`` (its table), ``cost`` (per inference
+        ``energy_j``, ``latency_s``, ``area_mm2``, analog + digital, constants
+        ``hardware["cost"]``), ``seconds``.
     """
     from mapping import convert_to_crossbar, evaluate_accuracy, hardware_report, run_monte_carlo
     from mapping import set_backend
@@ -124,7 +128,8 @@ def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, 
             "std": float(result.std),
             "accuracies": [float(a) for a in result.accuracies], "samples": int(samples),
             "seed": int(seed), "config": config.to_dict(), "hardware": report.to_dict(),
-            "report": str(report), "seconds": time.perf_counter() - t0}
+            "report": str(report), "cost": dict(report.cost_total),
+            "seconds": time.perf_counter() - t0}
 
 
 def add_hardware_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,6 +164,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=positive_int, default=128,
                    help="tile side: word lines = bit lines (128)")
     add_hardware_arguments(p)
+    p.add_argument("--line-resistance", type=nonneg_float, default=0.0, metavar="OHMS",
+                   help="wire resistance per word/bit-line segment; > 0 solves every tile "
+                        "with IR drop (0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -169,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
                                              data_dir=args.data_dir, batch_size=args.batch_size,
                                              expect_model=args.model)
     config = make_xbar_config(args.sigma, args.tile, adc_bits=args.adc_bits,
-                              dac_bits=args.dac_bits, level=args.level)
+                              dac_bits=args.dac_bits, level=args.level,
+                              line_resistance=args.line_resistance)
     import mapping
 
     compile_seconds = mapping.warmup()
@@ -178,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     out.update({"checkpoint": str(args.checkpoint), "model": meta["model"],
                 "dataset": meta.get("dataset"), "method": meta.get("method"),
                 "sigma": args.sigma, "tile": args.tile, "limit": args.limit,
+                "line_resistance": args.line_resistance,
                 "compile_seconds": compile_seconds})
     if args.json:
         print(json.dumps(out))
@@ -185,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint {args.checkpoint}  ({meta['model']}, {meta.get('dataset')}, "
           f"method {meta.get('method')})")
     print(f"sigma {args.sigma:g}  tile {args.tile}x{args.tile}  ADC {args.adc_bits} bits  "
-          f"DAC {args.dac_bits} bits  level {args.level}  samples {args.samples}")
+          f"DAC {args.dac_bits} bits  level {args.level}  samples {args.samples}  "
+          f"wires {args.line_resistance:g} ohm/segment")
     print(f"numba kernels       {compile_seconds:.2f} s (compiled on first use, then cached)")
     print(f"clean accuracy      {100 * out['clean_accuracy']:.2f}%")
     print(f"accuracy on xbar    {100 * out['mean']:.2f}% +- {100 * out['std']:.2f}% "
