@@ -216,3 +216,10 @@ def test_crossbar_raises_convergence_error():
     xb = TiledCrossbar(w, cfg)
     with pytest.raises(ConvergenceError, match="tile.max_sweeps"):
         xb.program_ideal()
+
+
+def test_warmup_compiles_the_solver():
+    import xbar
+
+    xbar.warmup()
+    assert irdrop.solve_network.signatures
