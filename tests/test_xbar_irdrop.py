@@ -66,7 +66,10 @@ def test_one_word_line_ladder_closed_form():
 def test_matches_badcrossbar():
     with warnings.catch_warnings():                            # no cairo: plotting is off
         warnings.simplefilter("ignore", ImportWarning)
-        badcrossbar = pytest.importorskip("badcrossbar")
+        try:
+            import badcrossbar
+        except ImportError:
+            pytest.skip("badcrossbar is not installed (make setup installs it)")
     rng = np.random.default_rng(7)
     for m, n, r in [(3, 4, 1.0), (8, 5, 2.5), (6, 6, 0.5)]:
         g = rng.uniform(G_MIN, G_MAX, (m, n))
