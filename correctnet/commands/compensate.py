@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from correctnet.commands.argtypes import nonneg_float, positive_int
+from correctnet.commands.argtypes import (nonneg_float, nonneg_int, positive_float,
+                                       positive_int, torch_device)
 
 EPILOG = """\
 examples:
@@ -31,15 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="LAYER=RATIO,... e.g. features.conv2=0.5,classifier.fc3=1")
     p.add_argument("--sigma", type=nonneg_float, default=0.5, help="variation sigma (0.5)")
     p.add_argument("--epochs", type=positive_int, default=3, help="training epochs (3)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (2e-3)")
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (2e-3)")
     p.add_argument("--samples", type=positive_int, default=250, help="Monte-Carlo samples")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="test images (default all)")
     p.add_argument("--train-limit", type=positive_int, default=None,
                    help="training images (default all)")
     p.add_argument("--tile", type=positive_int, default=128, help="tile rows = cols (128)")
-    p.add_argument("--seed", type=int, default=0, help="seed (0)")
-    p.add_argument("--device", default=None, help="training device (cpu, cuda)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed (0)")
+    p.add_argument("--device", type=torch_device, default=None, help="training device (cpu, cuda)")
     p.add_argument("--data-dir", default=None, help="dataset directory")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 default: fastest for small models on 2 cores)")
