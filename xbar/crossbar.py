@@ -63,7 +63,8 @@ def _as_generator(rng: np.random.Generator | int) -> np.random.Generator:
 def _finite(name: str, a: np.ndarray) -> None:
     if not np.isfinite(a).all():
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-        raise InputError(f"{name} holds {bad} NaN/inf value(s); all values must be finite")
+        raise InputError(f"{name} holds {bad} NaN/inf value(s) as float32; all values must be "
+                         "finite and within float32's range (|v| <= 3.4e38)")
 
 
 class TiledCrossbar:
@@ -100,7 +101,7 @@ class TiledCrossbar:
             raise InputError(f"weight must be real-valued, got dtype {w.dtype}")
         with np.errstate(over="ignore"):                    # |w| > 3.4e38 -> inf, refused
             wt_nominal = np.ascontiguousarray(w.T, dtype=np.float32)   # (in, out)
-        _finite("weight (as float32)", wt_nominal)
+        _finite("weight", wt_nominal)
         self._config = config
         self._n_out, self._n_in = (int(v) for v in w.shape)
         self._wt_nominal = wt_nominal
@@ -311,7 +312,7 @@ class TiledCrossbar:
             raise InputError(f"x must be real-valued, got dtype {x.dtype}")
         with np.errstate(over="ignore"):                    # |x| > 3.4e38 -> inf, refused
             x = np.ascontiguousarray(x, dtype=np.float32)
-        _finite("x (as float32)", x)
+        _finite("x", x)
         wt, tiles = self._wt_eff, self._tiles
         if self._config.device.read_noise > 0.0:
             wt = self._noisy(rng)

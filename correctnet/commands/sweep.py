@@ -62,8 +62,8 @@ def parse_sigmas(text: str) -> list[float]:
             raise UsageError(f"--sigma {text!r}: STOP must be >= START; {hint}")
         span = (stop - start) / step          # may overflow to inf (0:1e308:1e-308)
         if not span < MAX_SIGMAS:
-            raise UsageError(f"--sigma {text!r} gives more than {MAX_SIGMAS} values; "
-                             f"use a larger STEP")
+            raise UsageError(f"--sigma {text!r} gives more than {MAX_SIGMAS} values; at "
+                             f"most {MAX_SIGMAS} (use a larger STEP)")
         count = int(math.floor(span + 1e-9)) + 1
         if count > MAX_SIGMAS:
             raise UsageError(f"--sigma {text!r} gives {count} values; at most {MAX_SIGMAS}")
