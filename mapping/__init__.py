@@ -23,6 +23,7 @@ from .errors import (
     LayerSelectionError,
     MappingError,
     NotProgrammedError,
+    NumericalError,
     UnsupportedLayerError,
 )
 from .fastpath import warmup
@@ -34,7 +35,8 @@ from .torch_ops import lognormal_theta, lognormal_weight
 __all__ = [
     "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "CrossbarConv2d",
     "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
-    "MappingError", "MonteCarloResult", "NotProgrammedError", "UnsupportedLayerError",
+    "MappingError", "MonteCarloResult", "NotProgrammedError", "NumericalError",
+    "UnsupportedLayerError",
     "analog_layers", "as_generator", "convert_to_crossbar", "crossbar_layers",
     "default_mapping", "evaluate_accuracy", "hardware_report", "is_digital", "lognormal_theta",
     "lognormal_weight", "mark_digital", "program", "program_ideal", "resample",
