@@ -432,6 +432,16 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[fl
             states[id(layer)].override = None
 
 
+def _finite_weights(name: str, w: np.ndarray) -> np.ndarray:
+    """``w`` unchanged if finite; the fast path's ADC would otherwise hide NaN/inf."""
+    if not np.isfinite(w).all():
+        bad = int(w.size - np.count_nonzero(np.isfinite(w)))
+        raise NumericalError(f"a device sample gives {bad} NaN/inf effective weight(s) in "
+                             f"layer {name!r}, so no accuracy can be reported (is the "
+                             "variation sigma so large that exp(theta) overflows float32?)")
+    return w
+
+
 def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, first, once,
                n_images) -> list[float]:
     weights = sum(layer.crossbar.shape[0] * layer.crossbar.shape[1] for _, layer in entries)
@@ -455,7 +465,8 @@ def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, f
         wts = []                                  # per sample: {layer id: (1, K, O)}
         for seq in group:
             program(model, np.random.default_rng(seq), layers=layers)
-            wts.append({id(layer): sample_weights(layer)[None] for _, layer in entries})
+            wts.append({id(layer): _finite_weights(name, sample_weights(layer)[None])
+                        for name, layer in entries})
         correct = np.zeros(len(group), dtype=np.int64)
         if share:
             stack = np.ascontiguousarray(np.concatenate([w[id(first_layer)] for w in wts]))
