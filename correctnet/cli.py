@@ -20,13 +20,27 @@ COMMAND_MODULES: tuple[str, ...] = ("train", "simulate", "sweep", "compensate", 
 EXIT_USAGE = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on standard error, exit code 2.
+
+    argparse prints the whole usage block before each error; here the error names the
+    command and points at ``--help`` instead (``--help`` still prints the usage). Subcommand
+    parsers inherit this class through ``add_subparsers``.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit with :data:`EXIT_USAGE`."""
+        message = " ".join(message.split())
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every registered subcommand.
 
     Returns:
         The parser; each subcommand sets ``func`` on its namespace.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="correctnet",
         description=(
             "Simulate neural networks on RRAM crossbars and recover their accuracy "

@@ -33,7 +33,8 @@ def lipschitz_lambda(sigma: float, k: float = 1.0) -> float:
         k: Target Lipschitz constant of the varied layer (> 0); the paper uses 1.
 
     Returns:
-        ``lambda`` (``lipschitz_lambda(0.5) ~= 0.3396``; ``lipschitz_lambda(0) == k``).
+        ``lambda`` (``lipschitz_lambda(0.5) ~= 0.3396``; ``lipschitz_lambda(0) == k``). Never
+        overflows: for ``sigma >= sqrt(300)`` it is evaluated in log space and may underflow to 0.
 
     Raises:
         UsageError: ``sigma < 0`` or ``k <= 0`` (or not finite).
@@ -42,8 +43,14 @@ def lipschitz_lambda(sigma: float, k: float = 1.0) -> float:
         raise UsageError(f"sigma must be a finite number >= 0, got {sigma!r}")
     if not (math.isfinite(k) and k > 0):
         raise UsageError(f"k must be a finite number > 0, got {k!r}")
-    e = math.exp(sigma * sigma)
-    return k / (math.exp(sigma * sigma / 2.0) + 3.0 * math.sqrt((e - 1.0) * e))
+    s2 = sigma * sigma
+    if s2 < 300.0:                      # (e - 1) * e is finite: the formula as written
+        e = math.exp(s2)
+        return k / (math.exp(s2 / 2.0) + 3.0 * math.sqrt((e - 1.0) * e))
+    # (e - 1) * e would overflow: log of the denominator, log(exp(s2/2) + 3 exp(s2) sqrt(1 - e^-s2))
+    # = s2 + log(3 sqrt(1 - e^-s2) + exp(-s2/2)); lambda then underflows towards 0.0.
+    log_den = s2 + math.log(3.0 * math.sqrt(-math.expm1(-s2)) + math.exp(-s2 / 2.0))
+    return k * math.exp(-log_den)
 
 
 def _matrix(module: nn.Module) -> torch.Tensor:

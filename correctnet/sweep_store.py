@@ -26,7 +26,9 @@ import csv
 import datetime as _dt
 import hashlib
 import json
+import os
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +165,23 @@ class SweepStore:
 def export_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write points to CSV (columns :data:`CSV_COLUMNS`, accuracies as fractions).
 
-    Written to ``<path>.tmp`` and moved into place.
+    Written to a temporary file unique to this call (``.<name>.<random>.tmp`` in the same
+    folder) and moved into place with :func:`os.replace`, so concurrent writers (several
+    processes or threads exporting the same sweep) never share a temporary file and readers
+    only ever see a complete CSV. The temporary file is removed if writing fails.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: row.get(c) for c in CSV_COLUMNS})
-    tmp.replace(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({c: row.get(c) for c in CSV_COLUMNS})
+        os.chmod(tmp, 0o644)            # mkstemp creates 0600; a CSV is for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -101,6 +101,9 @@ class TrainConfig:
                 value > low if strict else value >= low)
             if not ok:
                 raise bad(field, value, f"a finite number {'>' if strict else '>='} {low:g}")
+        if self.method == "lipschitz" and self.lam ** 2 < 1.2e-38:     # float32's smallest
+            raise bad("sigma", self.sigma, f"small enough that lambda^2 (eq. 10) is a normal "
+                      f"float32 for lipschitz training (lambda = {self.lam:.3g})")
 
     @property
     def lam(self) -> float:

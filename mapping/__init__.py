@@ -23,6 +23,7 @@ from .errors import (
     LayerSelectionError,
     MappingError,
     NotProgrammedError,
+    NumericalError,
     UnsupportedLayerError,
 )
 from .cost import COST_PRESETS, CostConstants, CostPresetError
@@ -36,7 +37,8 @@ __all__ = [
     "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "COST_PRESETS",
     "CostConstants", "CostPresetError", "CrossbarConv2d",
     "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
-    "MappingError", "MonteCarloResult", "NotProgrammedError", "UnsupportedLayerError",
+    "MappingError", "MonteCarloResult", "NotProgrammedError", "NumericalError",
+    "UnsupportedLayerError",
     "analog_layers", "as_generator", "convert_to_crossbar", "crossbar_layers",
     "default_mapping", "evaluate_accuracy", "hardware_report", "is_digital", "lognormal_theta",
     "lognormal_weight", "mark_digital", "program", "program_ideal", "resample",

@@ -31,3 +31,10 @@ class DataError(MappingError, ValueError):
 
 class ArgumentTypeError(MappingError, TypeError):
     """An argument has the wrong type (a config that is not an XbarConfig, a bad rng, ...)."""
+
+
+class NumericalError(MappingError, ArithmeticError):
+    """A crossbar evaluation produced NaN/inf outputs, so no accuracy can be reported.
+
+    Typical cause: a variation sigma so large that ``exp(theta)`` overflows float32.
+    """

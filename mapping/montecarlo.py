@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from xbar.errors import InputError
 
 from .control import LayerSelection, _layers_or_fail, program, select_layers
-from .errors import DataError
+from .errors import DataError, MappingError, NumericalError
 from .fastpath import FastState, PostOps, fused_forward, sample_weights
 from .layers import CrossbarConv2d, CrossbarLayer
 
@@ -87,24 +89,66 @@ class MonteCarloResult:
 
 
 def materialise(data: Iterable) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Read every ``(inputs, labels)`` batch of ``data`` once (CPU tensors).
+    """Read every ``(inputs, labels)`` batch of ``data`` once (CPU tensors), checked.
+
+    Inputs must be floating-point tensors ``(N, ...)`` with the same per-example shape in
+    every batch; labels a 1-D integer tensor ``(N,)`` of class indices ``>= 0``.
 
     Raises:
-        DataError: empty data, or batches that are not ``(inputs, labels)`` pairs.
+        DataError: empty data, batches that are not ``(inputs, labels)`` pairs, or inputs or
+            labels of the wrong shape or dtype (the message names what was expected).
     """
     out = []
+    example_shape = None
     for i, batch in enumerate(data):
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise DataError(f"data must yield (inputs, labels) batches; batch {i} is a "
                             f"{type(batch).__name__}")
-        x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
-        if x.shape[0] != y.shape[0]:
-            raise DataError(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} labels")
+        try:
+            x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"batch {i}: inputs and labels must be tensors or arrays ({exc})"
+                            ) from None
+        _check_batch(i, x, y)
+        if example_shape is None:
+            example_shape = tuple(x.shape[1:])
+        elif tuple(x.shape[1:]) != example_shape:
+            raise DataError(f"batch {i}: inputs have per-example shape {tuple(x.shape[1:])}, "
+                            f"but batch 0 has {example_shape}; every batch must match")
         out.append((x.cpu(), y.cpu()))
     if not out or sum(len(y) for _, y in out) == 0:
         raise DataError("data holds no batches; give an iterable of (inputs, labels), e.g. a "
                         "DataLoader")
     return out
+
+
+def _check_batch(i: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Shapes and dtypes of one batch (see :func:`materialise`)."""
+    if x.ndim < 2 or not torch.is_floating_point(x):
+        raise DataError(f"batch {i}: inputs must be a floating-point tensor (N, ...), e.g. "
+                        f"images (N, C, H, W); got shape {tuple(x.shape)}, dtype {x.dtype}")
+    if y.ndim != 1 or y.dtype == torch.bool or torch.is_floating_point(y) or y.is_complex():
+        hint = (" (one-hot labels: use labels.argmax(1))" if y.ndim == 2 and y.shape[-1] > 1
+                else " (use labels.view(-1))" if y.ndim == 2 else "")
+        raise DataError(f"batch {i}: labels must be a 1-D integer tensor of class indices, "
+                        f"shape (N,); got shape {tuple(y.shape)}, dtype {y.dtype}{hint}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if len(y) and int(y.min()) < 0:
+        raise DataError(f"batch {i}: labels must be class indices >= 0, got {int(y.min())}")
+
+
+@contextmanager
+def _inputs_fit(x: torch.Tensor):
+    """Turn a model's shape error on the first batch into a :class:`DataError`."""
+    try:
+        yield
+    except (MappingError, InputError):
+        raise
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"inputs of per-example shape {tuple(x.shape[1:])} (dtype {x.dtype}) "
+                        f"do not fit the model: {first}") from exc
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -114,6 +158,23 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """Correct arg-max predictions; the logits must be finite ``(N, classes)``.
+
+    Raises:
+        NumericalError: NaN/inf logits (their arg-max would be reported as an accuracy).
+        DataError: logits not ``(N, classes)``, or a label ``>= classes``.
+    """
+    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+        raise DataError(f"the model must return logits (N, classes) = ({labels.shape[0]}, "
+                        f"classes); got shape {tuple(logits.shape)}")
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).sum())
+        raise NumericalError(f"{bad} of {logits.numel()} logits are NaN/inf, so no accuracy "
+                             "can be reported (is the variation sigma so large that "
+                             "exp(theta) overflows float32?)")
+    if len(labels) and int(labels.max()) >= logits.shape[1]:
+        raise DataError(f"label {int(labels.max())} is out of range for a model with "
+                        f"{logits.shape[1]} classes (labels must be in [0, {logits.shape[1]}))")
     return int((logits.argmax(dim=-1) == labels.to(logits.device)).sum())
 
 
@@ -130,7 +191,9 @@ def evaluate_accuracy(model: nn.Module, data: Iterable, *,
         Accuracy in [0, 1].
 
     Raises:
-        DataError: empty or malformed data.
+        DataError: empty or malformed data (see :func:`materialise`), or inputs that do not
+            fit the model.
+        NumericalError: NaN/inf logits.
 
     Note:
         With numba-backend crossbar layers on CPU, torch runs single-threaded during the
@@ -145,8 +208,13 @@ def evaluate_accuracy(model: nn.Module, data: Iterable, *,
     correct = total = 0
     try:
         with torch.no_grad():
-            for x, y in materialise(data):
-                correct += _count_correct(model(x.to(dev)), y)
+            for i, (x, y) in enumerate(materialise(data)):
+                if i == 0:
+                    with _inputs_fit(x):
+                        logits = model(x.to(dev))
+                else:
+                    logits = model(x.to(dev))
+                correct += _count_correct(logits, y)
                 total += len(y)
     finally:
         torch.set_num_threads(threads)
@@ -221,11 +289,16 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         The :class:`MonteCarloResult`.
 
     Raises:
-        DataError: empty or malformed data; ``samples`` < 1.
+        DataError: empty or malformed data (see :func:`materialise`), inputs that do not fit
+            the model, ``samples`` < 1 or ``seed`` not an int >= 0.
+        NumericalError: a device sample gives NaN/inf logits (e.g. sigma so large that
+            ``exp(theta)`` overflows); no accuracy is reported.
         LayerSelectionError: no crossbar layers or a bad ``layers``.
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise DataError(f"samples must be an int >= 1, got {samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed must be an int >= 0, got {seed!r}")
     t0 = time.perf_counter()
     entries = _layers_or_fail(model)
     chosen = select_layers(entries, layers)
@@ -334,7 +407,8 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[fl
         layer.program_ideal()           # crossbars rebuilt from the current weights
         states[id(layer)] = FastState(layer)
     n_images = sum(len(y) for _, y in batches)
-    first, once = _first_layer_plan(model, entries, batches[0][0][:1])
+    with _inputs_fit(batches[0][0]):
+        first, once = _first_layer_plan(model, entries, batches[0][0][:1])
     threads = torch.get_num_threads()
     # Numba kernels and torch ops alternate; torch's OpenMP workers keep spinning after each
     # op and starve the Numba workers, so torch runs single-threaded inside the loop.
@@ -356,6 +430,16 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[fl
         for _, layer in entries:
             layer._fast = None
             states[id(layer)].override = None
+
+
+def _finite_weights(name: str, w: np.ndarray) -> np.ndarray:
+    """``w`` unchanged if finite; the fast path's ADC would otherwise hide NaN/inf."""
+    if not np.isfinite(w).all():
+        bad = int(w.size - np.count_nonzero(np.isfinite(w)))
+        raise NumericalError(f"a device sample gives {bad} NaN/inf effective weight(s) in "
+                             f"layer {name!r}, so no accuracy can be reported (is the "
+                             "variation sigma so large that exp(theta) overflows float32?)")
+    return w
 
 
 def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, first, once,
@@ -381,7 +465,8 @@ def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, f
         wts = []                                  # per sample: {layer id: (1, K, O)}
         for seq in group:
             program(model, np.random.default_rng(seq), layers=layers)
-            wts.append({id(layer): sample_weights(layer)[None] for _, layer in entries})
+            wts.append({id(layer): _finite_weights(name, sample_weights(layer)[None])
+                        for name, layer in entries})
         correct = np.zeros(len(group), dtype=np.int64)
         if share:
             stack = np.ascontiguousarray(np.concatenate([w[id(first_layer)] for w in wts]))

@@ -3,7 +3,7 @@ import pytest
 
 import xbar
 import xbar.crossbar
-from tests import naive
+import naive
 from xbar import (ADCConfig, ConfigError, DACConfig, DeviceConfig, InputError,
                   NotProgrammedError, ShapeError, TileConfig, TiledCrossbar, XbarConfig)
 

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests import naive
+import naive
 from xbar import (ConfigError, ConvergenceError, DeviceConfig, InputError, ShapeError,
                   TileConfig, TiledCrossbar, XbarConfig, irdrop)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import xbar.crossbar
-from tests import naive
+import naive
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, TiledCrossbar, XbarConfig
 
 

@@ -21,6 +21,8 @@ VARIATION_LEVELS = ("weight", "device")
 
 #: Largest converter resolution; codes up to 2**23 are exact in float32.
 MAX_BITS = 24
+#: Smallest ADC/DAC resolution (one sign bit and one magnitude bit).
+MIN_BITS = 2
 
 
 def _check_int(path: str, value: Any, lo: int, hi: int | None = None) -> None:
@@ -146,7 +148,7 @@ class DACConfig:
 
     def __post_init__(self) -> None:
         if self.bits is not None:
-            _check_int("dac.bits", self.bits, 2, MAX_BITS)
+            _check_int("dac.bits", self.bits, MIN_BITS, MAX_BITS)
         if self.input_range is not None:
             _check_float("dac.input_range", self.input_range, 0.0, strict=True)
 
@@ -163,7 +165,7 @@ class ADCConfig:
 
     def __post_init__(self) -> None:
         if self.bits is not None:
-            _check_int("adc.bits", self.bits, 2, MAX_BITS)
+            _check_int("adc.bits", self.bits, MIN_BITS, MAX_BITS)
         _check_float("adc.full_scale", self.full_scale, 0.0, strict=True)
 
 

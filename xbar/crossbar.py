@@ -68,7 +68,8 @@ def _as_generator(rng: np.random.Generator | int) -> np.random.Generator:
 def _finite(name: str, a: np.ndarray) -> None:
     if not np.isfinite(a).all():
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-        raise InputError(f"{name} holds {bad} NaN/inf value(s); all values must be finite")
+        raise InputError(f"{name} holds {bad} NaN/inf value(s) as float32; all values must be "
+                         "finite and within float32's range (|v| <= 3.4e38)")
 
 
 class TiledCrossbar:
@@ -82,7 +83,8 @@ class TiledCrossbar:
     Raises:
         ConfigError: ``config`` is not an :class:`XbarConfig`.
         ShapeError: ``weight`` is not 2-D or has a zero-size axis.
-        InputError: ``weight`` holds NaN/inf.
+        InputError: ``weight`` holds NaN/inf, or values beyond float32's range (~3.4e38) that
+            become inf when stored as float32.
 
     Example:
         >>> xb = TiledCrossbar(np.eye(3), XbarConfig.ideal())
@@ -102,10 +104,12 @@ class TiledCrossbar:
                              f"{w.shape}")
         if not np.issubdtype(w.dtype, np.number) or np.iscomplexobj(w):
             raise InputError(f"weight must be real-valued, got dtype {w.dtype}")
-        _finite("weight", w)
+        with np.errstate(over="ignore"):                    # |w| > 3.4e38 -> inf, refused
+            wt_nominal = np.ascontiguousarray(w.T, dtype=np.float32)   # (in, out)
+        _finite("weight", wt_nominal)
         self._config = config
         self._n_out, self._n_in = (int(v) for v in w.shape)
-        self._wt_nominal = np.ascontiguousarray(w.T, dtype=np.float32)      # (in, out)
+        self._wt_nominal = wt_nominal
         w_max = float(np.abs(self._wt_nominal).max())
         self._w_max = w_max if w_max > 0.0 else 1.0
         tile = config.tile
@@ -356,7 +360,8 @@ class TiledCrossbar:
         Raises:
             NotProgrammedError: before programming.
             ShapeError: ``x`` is not (batch, in) / (in,).
-            InputError: ``x`` holds NaN/inf.
+            InputError: ``x`` holds NaN/inf (also after the cast to float32), or the output
+                overflows float32.
             ConvergenceError: with read noise and line resistance, the IR-drop solve of the
                 noisy cells did not converge.
         """
@@ -370,7 +375,8 @@ class TiledCrossbar:
                              f"({self._n_in},), got {np.shape(x) if not one else x.shape[1:]}")
         if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
             raise InputError(f"x must be real-valued, got dtype {x.dtype}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        with np.errstate(over="ignore"):                    # |x| > 3.4e38 -> inf, refused
+            x = np.ascontiguousarray(x, dtype=np.float32)
         _finite("x", x)
         wt, tiles = self._wt_run, self._tiles
         if self._config.device.read_noise > 0.0:
@@ -378,7 +384,11 @@ class TiledCrossbar:
             if self._config.tile.has_ir_drop:
                 wt = self._ir_weights(wt)
             tiles = self._to_tiles(wt) if tiles is not None else None
-        y = self._forward(x, wt, tiles)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = self._forward(x, wt, tiles)
+        if not np.isfinite(y).all():
+            raise InputError("the output overflows float32 (inf/NaN): inputs or weights too "
+                             "large for this layer; scale them down")
         return y[0] if one else y
 
     def _noisy(self, rng: np.random.Generator | int | None) -> np.ndarray:

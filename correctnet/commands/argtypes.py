@@ -1,4 +1,8 @@
-"""Argparse value types shared by the subcommands (one clear message per bad value)."""
+"""Argparse value types shared by the subcommands (one clear message per bad value).
+
+Every type raises :class:`argparse.ArgumentTypeError`, which argparse turns into one line
+naming the option (``argument --lr: expected ...``) and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,33 @@ import argparse
 import math
 from collections.abc import Callable
 
+#: Largest finite float32 (~3.4e38): floats that enter tensor arithmetic must stay below it,
+#: else torch fails with "value cannot be converted to type float without overflow".
+FLOAT32_MAX = 3.4028234663852886e38
 
-def _number(kind: type, minimum: float, *, strict: bool) -> Callable[[str], int | float]:
-    """Build an argparse type accepting finite ``kind`` values ``>= minimum`` (``>`` if strict)."""
+
+def _number(kind: type, minimum: float, *, strict: bool,
+            maximum: float | None = None) -> Callable[[str], int | float]:
+    """Build an argparse type accepting finite ``kind`` values ``>= minimum`` (``>`` if strict).
+
+    Floats must also be ``<= maximum`` (default :data:`FLOAT32_MAX`).
+    """
     relation = ">" if strict else ">="
     noun = "an integer" if kind is int else "a finite number"
     shown = int(minimum) if float(minimum).is_integer() else minimum
+    if maximum is None and kind is float:
+        maximum = FLOAT32_MAX
     expected = f"expected {noun} {relation} {shown}"
+    if maximum is not None:
+        expected += f" and <= {maximum:.3g}"
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        if (not math.isfinite(value) or value < minimum or (strict and value == minimum)
+                or (maximum is not None and value > maximum)):
             raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
         return value
 
@@ -31,7 +48,31 @@ def _number(kind: type, minimum: float, *, strict: bool) -> Callable[[str], int 
 positive_int = _number(int, 1, strict=False)
 #: An integer >= 0 (seeds).
 nonneg_int = _number(int, 0, strict=False)
-#: A finite float >= 0 (sigma, beta, weight decay).
+#: A finite float in [0, FLOAT32_MAX] (sigma, beta, weight decay).
 nonneg_float = _number(float, 0.0, strict=False)
-#: A finite float > 0 (learning rates, scales).
+#: A finite float in (0, FLOAT32_MAX] (learning rates, scales).
 positive_float = _number(float, 0.0, strict=True)
+
+
+def torch_device(text: str) -> str:
+    """Argparse type: ``cpu``, ``cuda`` or ``cuda:N``, checked against this machine.
+
+    Raises:
+        argparse.ArgumentTypeError: Another device kind, CUDA not available, or ``N`` not a
+            visible CUDA device.
+    """
+    value = text.strip().lower()
+    kind, _, index = value.partition(":")
+    if kind not in ("cpu", "cuda") or (kind == "cpu" and index) or (
+            index and not index.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} requested but CUDA is not available on this machine; use cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return value

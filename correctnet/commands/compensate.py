@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import time
+from typing import Any
 
-from correctnet.commands.argtypes import nonneg_float, positive_int
+from correctnet.commands.argtypes import (nonneg_float, nonneg_int, positive_float,
+                                       positive_int, torch_device)
 
 EPILOG = """\
 examples:
@@ -31,15 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="LAYER=RATIO,... e.g. features.conv2=0.5,classifier.fc3=1")
     p.add_argument("--sigma", type=nonneg_float, default=0.5, help="variation sigma (0.5)")
     p.add_argument("--epochs", type=positive_int, default=3, help="training epochs (3)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (2e-3)")
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate (2e-3)")
     p.add_argument("--samples", type=positive_int, default=250, help="Monte-Carlo samples")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="test images (default all)")
     p.add_argument("--train-limit", type=positive_int, default=None,
                    help="training images (default all)")
     p.add_argument("--tile", type=positive_int, default=128, help="tile rows = cols (128)")
-    p.add_argument("--seed", type=int, default=0, help="seed (0)")
-    p.add_argument("--device", default=None, help="training device (cpu, cuda)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed (0)")
+    p.add_argument("--device", type=torch_device, default=None, help="training device (cpu, cuda)")
     p.add_argument("--data-dir", default=None, help="dataset directory")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 default: fastest for small models on 2 cores)")
@@ -47,24 +51,89 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _full_name(name: str, layers: list[str]) -> str:
+    """Expand a short layer name (``conv2``) to the unique full name, or fail naming both."""
+    from correctnet.compensation import PlanError
+
+    if name in layers:
+        return name
+    matches = [n for n in layers if n.split(".")[-1] == name]
+    if len(matches) != 1:
+        raise PlanError(f"--plan layer {name!r} is {'ambiguous' if matches else 'unknown'}"
+                        f"; valid: {', '.join(layers)}")
+    return matches[0]
+
+
 def resolve_plan(text: str, layers: list[str]) -> dict[str, float]:
-    """Parse ``--plan``; short names (``conv2``) expand to the unique full name.
+    """Parse ``--plan``: layer names are checked first, then the ratios.
+
+    Short names (``conv2``) expand to the unique full name. A ratio of 0 leaves that layer
+    uncompensated; at least one ratio must be > 0.
 
     Raises:
-        PlanError: bad syntax, unknown or ambiguous layer name.
+        PlanError: bad syntax, an unknown or ambiguous layer name, a ratio that is not a
+            finite number >= 0, or a plan that compensates nothing (empty or all zero).
     """
-    from correctnet.compensation import PlanError, parse_plan
+    from correctnet.compensation import PlanError
 
+    entries = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in item:
+            raise PlanError(f"--plan entry {item!r} must look like LAYER=RATIO (e.g. conv2=0.5)")
+        name, value = (s.strip() for s in item.split("=", 1))
+        entries.append((name, value))
+    if not entries:
+        raise PlanError(f"--plan {text!r} is empty; give LAYER=RATIO,... with layers from: "
+                        f"{', '.join(layers)}")
+    named = [(_full_name(name, layers), value) for name, value in entries]
     plan = {}
-    for name, ratio in parse_plan(text).items():
-        if name not in layers:
-            matches = [n for n in layers if n.split(".")[-1] == name]
-            if len(matches) != 1:
-                raise PlanError(f"--plan layer {name!r} is {'ambiguous' if matches else 'unknown'}"
-                                f"; valid: {', '.join(layers)}")
-            name = matches[0]
+    for name, value in named:
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = math.nan
+        if not (math.isfinite(ratio) and ratio >= 0):
+            raise PlanError(f"--plan ratio for {name!r} must be a finite number >= 0, "
+                            f"got {value!r}")
         plan[name] = ratio
+    plan = {k: v for k, v in sorted(plan.items()) if v > 0}
+    if not plan:
+        raise PlanError(f"--plan {text!r} compensates no layer (every ratio is 0); give at "
+                        "least one ratio > 0")
     return plan
+
+
+#: Bytes per compensator parameter while training: float32 weight, gradient, 2 Adam moments.
+TRAIN_BYTES_PER_PARAMETER = 16
+
+
+def check_plan_fits(model: Any, plan: dict[str, float], memory: int | None = None) -> None:
+    """Refuse, before anything is allocated, a plan whose compensators cannot fit in memory.
+
+    Needs ``sum_i compensation_cost(layer_i, ratio_i) * TRAIN_BYTES_PER_PARAMETER`` bytes
+    (parameters only; activations come on top).
+
+    Args:
+        model: The uncompensated network.
+        plan: Resolved plan (full layer names).
+        memory: Bytes available (default: this machine's physical memory).
+
+    Raises:
+        PlanError: The compensators alone need more than ``memory``.
+    """
+    from correctnet.compensation import PlanError, compensation_cost
+
+    if memory is None:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    modules = dict(model.named_modules())
+    need = {k: compensation_cost(modules[k], r) * TRAIN_BYTES_PER_PARAMETER
+            for k, r in plan.items()}
+    if sum(need.values()) > memory:
+        worst = max(need, key=need.get)
+        raise PlanError(f"--plan needs {sum(need.values()) / 1e9:.3g} GB for the compensator "
+                        f"parameters alone ({worst}={plan[worst]:g}: {need[worst] / 1e9:.3g} "
+                        f"GB), more than this machine's {memory / 1e9:.3g} GB; use smaller "
+                        "ratios (the paper's are <= 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.checkpoint)
     model.eval()
     plan = resolve_plan(args.plan, compensable_layers(model))
+    check_plan_fits(model, plan)
     overhead = plan_overhead(model, plan)
     dataset = meta.get("dataset", "fashion-mnist")
     train = make_loader(load_dataset(dataset, "train", data_dir=args.data_dir,

@@ -29,16 +29,23 @@ percent on screen and fractions in --json output.
 
 
 def parse_bits(text: str) -> int | None:
-    """Argparse type: converter bits, an integer in [1, 32] or ``none`` (ideal)."""
+    """Argparse type: converter bits, an integer in [2, 24] or ``none`` (ideal).
+
+    The range is the one :class:`xbar.ADCConfig` / :class:`xbar.DACConfig` accept
+    (``xbar.config.MIN_BITS``..``MAX_BITS``), checked here so the error names the flag
+    before any work (or any output file) starts.
+    """
+    from xbar.config import MAX_BITS, MIN_BITS
+
+    expected = f"expected bits in {MIN_BITS}..{MAX_BITS} or 'none' (ideal)"
     if text.strip().lower() in ("none", "ideal", "inf"):
         return None
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected bits in 1..32 or 'none' (ideal), got {text!r}") from None
-    if not 1 <= value <= 32:
-        raise argparse.ArgumentTypeError(f"expected bits in 1..32 or 'none', got {text!r}")
+        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+    if not MIN_BITS <= value <= MAX_BITS:
+        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
     return value
 
 
@@ -134,8 +141,8 @@ def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, 
 
 def add_hardware_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``simulate`` and ``sweep`` (everything but sigma and tile)."""
-    p.add_argument("--adc-bits", type=parse_bits, default=8, help="ADC bits or 'none' (8)")
-    p.add_argument("--dac-bits", type=parse_bits, default=8, help="DAC bits or 'none' (8)")
+    p.add_argument("--adc-bits", type=parse_bits, default=8, help="ADC bits, 2..24, or 'none' (8)")
+    p.add_argument("--dac-bits", type=parse_bits, default=8, help="DAC bits, 2..24, or 'none' (8)")
     p.add_argument("--level", choices=("weight", "device"), default="weight",
                    help="variation per weight (the paper's) or per cell (weight)")
     p.add_argument("--samples", type=positive_int, default=250,

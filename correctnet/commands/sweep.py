@@ -31,6 +31,10 @@ command after Ctrl-C or a crash: finished points are kept in OUT/sweep.db and sk
 """
 
 
+#: Most sigma values one ``--sigma`` may expand to.
+MAX_SIGMAS = 1000
+
+
 def parse_sigmas(text: str) -> list[float]:
     """Parse ``START:STOP:STEP`` (inclusive), ``a,b,c`` or ``a`` into sorted unique sigmas.
 
@@ -50,16 +54,24 @@ def parse_sigmas(text: str) -> list[float]:
         if len(parts) != 3:
             raise UsageError(f"--sigma {text!r}: expected 3 fields START:STOP:STEP; {hint}")
         start, stop, step = parts
-        if not (math.isfinite(step) and step > 0):
+        if not all(math.isfinite(v) for v in parts):
+            raise UsageError(f"--sigma {text!r}: START, STOP and STEP must be finite; {hint}")
+        if not step > 0:
             raise UsageError(f"--sigma {text!r}: STEP must be > 0; {hint}")
         if stop < start:
             raise UsageError(f"--sigma {text!r}: STOP must be >= START; {hint}")
-        count = int(math.floor((stop - start) / step + 1e-9)) + 1
-        if count > 1000:
-            raise UsageError(f"--sigma {text!r} gives {count} values; at most 1000")
+        span = (stop - start) / step          # may overflow to inf (0:1e308:1e-308)
+        if not span < MAX_SIGMAS:
+            raise UsageError(f"--sigma {text!r} gives more than {MAX_SIGMAS} values; at "
+                             f"most {MAX_SIGMAS} (use a larger STEP)")
+        count = int(math.floor(span + 1e-9)) + 1
+        if count > MAX_SIGMAS:
+            raise UsageError(f"--sigma {text!r} gives {count} values; at most {MAX_SIGMAS}")
         values = [round(start + i * step, 10) for i in range(count)]
     else:
         values = [number(p) for p in text.split(",") if p.strip() != ""]
+        if len(values) > MAX_SIGMAS:
+            raise UsageError(f"--sigma {text!r} gives {len(values)} values; at most {MAX_SIGMAS}")
     if not values:
         raise UsageError(f"--sigma {text!r} is empty; {hint}")
     bad = [v for v in values if not (math.isfinite(v) and v >= 0)]
@@ -137,6 +149,9 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
         if not p.is_file():
             raise UsageError(f"checkpoint {p} not found")
     labels = checkpoint_labels(paths)
+    for sigma in sigmas:                # bad settings fail here, before sweep.db exists
+        for tile in tiles:
+            make_xbar_config(sigma, tile, adc_bits=adc_bits, dac_bits=dac_bits, level=level)
     computed = skipped = 0
     stopped = False
     keys: list[str] = []

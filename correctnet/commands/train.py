@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from correctnet.commands.argtypes import (nonneg_float, nonneg_int, positive_float,
-                                       positive_int)
+                                       positive_int, torch_device)
 
 EPILOG = """\
 examples:
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None,
                    help="use only the first N training and N test examples")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (cpu)")
+    p.add_argument("--device", type=torch_device, default="cpu", help="cpu | cuda | cuda:N (cpu)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 

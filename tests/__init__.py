@@ -1,1 +1,0 @@
-"""Test suite (a regular package, so ``from tests import naive`` finds this folder first)."""
