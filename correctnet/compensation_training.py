@@ -38,6 +38,7 @@ from correctnet.compensation import (
     normalize_plan,
 )
 from correctnet.errors import CheckpointError, UsageError
+from correctnet.seeding import derive_seed, isolated_rng
 
 __all__ = [
     "CompensationConfig",
@@ -59,7 +60,9 @@ class CompensationConfig:
     weight_decay: float = 0.0
     """L2 weight decay on generator/compensator parameters (>= 0)."""
     seed: int = 0
-    """Seed of the variation drawn for every batch."""
+    """Seed of everything random in training: the compensators' initial weights, the
+    variation drawn for every batch, and (for a loader with a ``torch.Generator``) the
+    shuffling of every epoch, each from :func:`correctnet.seeding.derive_seed` of it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -124,7 +127,9 @@ def train_compensation(
     Args:
         model: Trained float network (left unchanged).
         plan: ``{layer_name: ratio}`` (ratio <= 0: none).
-        train_data: Iterable of ``(inputs, labels)`` batches.
+        train_data: Iterable of ``(inputs, labels)`` batches; a ``torch.Generator`` in its
+            ``.generator`` (a shuffling DataLoader) is reseeded from ``config.seed`` and the
+            epoch, so the result depends on the seed only, not on earlier use of the loader.
         xbar_config: :class:`xbar.XbarConfig` of the analog layers (sets sigma, tiles, ...).
         config: Training hyper-parameters.
         device: Torch device for training (``None``: CPU).
@@ -139,7 +144,9 @@ def train_compensation(
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
     plan = normalize_plan(plan)
-    comp = insert_compensation(model, plan).to(dev)
+    with isolated_rng(derive_seed(config.seed, "compensator-init")):
+        comp = insert_compensation(model, plan)  # nn init draws from the global generator
+    comp = comp.to(dev)
     params = compensation_parameters(comp)
     freeze_except(comp, params)
     analog = convert_to_crossbar(comp, xbar_config, inplace=True)
@@ -153,7 +160,10 @@ def train_compensation(
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         gen = torch.Generator(device=dev).manual_seed(config.seed)
         swapped = _swap_convs(analog)
+        shuffle = getattr(train_data, "generator", None)
         for epoch in range(config.epochs):
+            if isinstance(shuffle, torch.Generator):
+                shuffle.manual_seed(derive_seed(config.seed, "shuffle", epoch))
             total = batches = 0.0
             bar = tqdm(train_data, desc=f"compensation {epoch + 1}/{config.epochs}",
                        leave=False, disable=None if progress else True)
