@@ -214,7 +214,8 @@ def train_compensation(pipe: Pipeline) -> dict:
     p = pipe.preset
     base = pipe.network(p.base)
     plan = pipe.store.result("search")["best"]["plan"]
-    comp_cfg = CompensationConfig(epochs=p.final_epochs, lr=p.comp_lr, seed=derive_seed(p.seed, "train_compensation"))
+    comp_cfg = CompensationConfig(epochs=p.final_epochs, lr=p.comp_lr,
+                                  seed=derive_seed(p.seed, "train_compensation"))
     analog, hist = _train_comp(
         base, plan, pipe.loader("train", p.final_train_limit, train=True, seed=p.seed + 2),
         xbar_config(pipe.sigma, p.tile), comp_cfg, device=pipe.device, progress=pipe.progress)

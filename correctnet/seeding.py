@@ -38,8 +38,9 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 @contextlib.contextmanager
 def isolated_rng(seed: int) -> Iterator[None]:
-    """Run a block with the global torch (CPU and initialised CUDA), numpy and ``random``
-    generators seeded from ``seed``; their previous states are restored on exit.
+    """Run a block with the global torch, numpy and ``random`` generators seeded from ``seed``.
+
+    Their previous states (torch: CPU and initialised CUDA devices) are restored on exit.
 
     Args:
         seed: Seed (any int >= 0; numpy gets ``seed % 2**32``).
