@@ -37,7 +37,7 @@ from correctnet.compensation import (
     insert_compensation,
     normalize_plan,
 )
-from correctnet.errors import CheckpointError, UsageError
+from correctnet.errors import CheckpointError, TrainingError, UsageError
 from correctnet.seeding import derive_seed, isolated_rng
 
 __all__ = [
@@ -139,6 +139,9 @@ def train_compensation(
         ``(analog, history)``: the crossbar network holding the trained compensators, switched
         back to the numba backend (call :func:`mapping.program` / ``run_monte_carlo`` on it),
         and ``{"loss": [per epoch], "seconds": float}``.
+
+    Raises:
+        TrainingError: a batch loss is NaN or infinite (training stops at once).
     """
     from mapping import convert_to_crossbar, resample, set_backend
 
@@ -171,6 +174,12 @@ def train_compensation(
                 x, y = x.to(dev), y.to(dev)
                 resample(analog, gen)
                 loss = F.cross_entropy(analog(x), y)
+                if not bool(torch.isfinite(loss.detach())):
+                    raise TrainingError(
+                        f"compensation training diverged in epoch {epoch + 1}: the loss is "
+                        f"{float(loss.detach())!r} at batch {int(batches) + 1} (lr {config.lr:g}, sigma "
+                        f"{xbar_config.device.sigma:g}); nothing was saved; lower --lr or "
+                        "--sigma")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
