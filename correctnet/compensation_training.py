@@ -177,9 +177,9 @@ def train_compensation(
                 if not bool(torch.isfinite(loss.detach())):
                     raise TrainingError(
                         f"compensation training diverged in epoch {epoch + 1}: the loss is "
-                        f"{float(loss.detach())!r} at batch {int(batches) + 1} (lr {config.lr:g}, sigma "
-                        f"{xbar_config.device.sigma:g}); nothing was saved; lower --lr or "
-                        "--sigma")
+                        f"{float(loss.detach())!r} at batch {int(batches) + 1} "
+                        f"(lr {config.lr:g}, sigma {xbar_config.device.sigma:g}); nothing was "
+                        "saved; lower --lr or --sigma")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

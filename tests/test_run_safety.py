@@ -1,6 +1,5 @@
 """Runs that cannot silently go wrong or lose work (issue 10, items 4, 5, 7, 10, 12-14)."""
 
-import json
 
 import pytest
 import torch
