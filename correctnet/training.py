@@ -35,7 +35,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from correctnet.checkpoint import read_checkpoint, save_checkpoint
+from correctnet.checkpoint import _load_error_summary, read_checkpoint, save_checkpoint
 from correctnet.errors import CheckpointError, TrainingError, UsageError
 from correctnet.lipschitz import lipschitz_lambda, orthogonality_penalty, spectral_norms
 from correctnet.models import output_scale_of, set_output_scale
@@ -286,7 +286,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
                 optimizer.load_state_dict(payload["optimizer_state"])
         except (ValueError, RuntimeError, KeyError) as exc:
             raise CheckpointError(f"cannot resume from {path}: it does not fit this model "
-                                  f"and optimizer ({str(exc).splitlines()[0]})") from exc
+                                  f"and optimizer ({_load_error_summary(exc)})") from exc
         old = payload["meta"]
         if old.get("method") != cfg.method:
             raise CheckpointError(f"cannot resume from {path}: it was trained with method "
