@@ -108,6 +108,9 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(old: dict, new: dict, *, show: int = 6) -> str:
     """The keys (dotted for nested dicts) whose values differ, e.g. ``preset.base``.
 
+    Outer keys come first, then a nested ``name`` (so ``preset.name`` leads when whole presets
+    differ), then the rest alphabetically.
+
     Args:
         old: Stored configuration.
         new: Given configuration.
@@ -118,7 +121,9 @@ def config_differences(old: dict, new: dict, *, show: int = 6) -> str:
     """
     a, b = _flatten(old), _flatten(new)
     missing = object()
-    keys = sorted(k for k in set(a) | set(b) if a.get(k, missing) != b.get(k, missing))
+    # outer keys first, and a nested ``name`` (the preset's) before its other fields
+    keys = sorted((k for k in set(a) | set(b) if a.get(k, missing) != b.get(k, missing)),
+                  key=lambda k: (k.count("."), not k.endswith(".name"), k))
     parts = []
     for key in keys[:show]:
         was, now = repr(a.get(key, "(none)")), repr(b.get(key, "(none)"))
