@@ -72,8 +72,18 @@ def _assert_same(a: dict, b: dict, where: str) -> None:
         assert a[key] == b[key], f"{key} differs after an interruption {where}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Bit-exact comparisons need one thread count (it sets the order of float sums); other
+    tests may have changed it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, one_torch_thread):
     out = tmp_path_factory.mktemp("exact") / "ref"
     _scramble_global_rng(99)
     _pipe(out).run()
