@@ -21,8 +21,8 @@ from typing import Any
 
 from correctnet.errors import UsageError
 
-__all__ = ["RunConfigError", "RunStore", "UnreadableFileError", "ensure_output_dir",
-           "read_json", "write_json"]
+__all__ = ["RunConfigError", "RunStore", "UnreadableFileError", "config_differences",
+           "ensure_output_dir", "read_json", "write_json"]
 
 
 class RunConfigError(UsageError):
@@ -150,7 +150,11 @@ class RunStore:
         config: JSON-safe dict identifying the run (model, dataset, sigma, preset, ...).
 
     Raises:
-        RunConfigError: ``root`` holds a run started with a different ``config``.
+        RunConfigError: ``root`` holds a run started with a different ``config`` (the message
+            names the differing keys, see :func:`config_differences`).
+        UsageError: ``root`` cannot be created or written (:func:`ensure_output_dir`).
+        UnreadableFileError: ``config.json`` (here) or a stage file (:meth:`result`,
+            :meth:`seconds`) is damaged; the message names the file and the fix.
     """
 
     def __init__(self, root: str | os.PathLike, config: dict) -> None:

@@ -96,6 +96,10 @@ class PlanCache:
 
     Args:
         path: JSON file; loaded if it exists, rewritten atomically after each :meth:`put`.
+
+    Raises:
+        UnreadableFileError: ``path`` exists but is not a plan cache (corrupt JSON, or not a
+            ``{key: {plan, mean, std, ...}}`` map); the message says to delete it and rerun.
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
