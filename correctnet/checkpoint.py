@@ -79,6 +79,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         CheckpointError: Missing file, unreadable/corrupt file, or not a correctnet checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.pt"))[:4]
+        hint = (f"one of {', '.join(str(path / n) for n in inside)}" if inside
+                else f"e.g. {path / 'checkpoint.pt'}")
+        raise CheckpointError(f"checkpoint {path} is a folder; give the checkpoint file "
+                              f"inside it: {hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found (train one with `correctnet train "
                               "--out DIR`, which writes DIR/checkpoint.pt)")
@@ -87,12 +93,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for corrupt files
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file "
                               f"({type(exc).__name__})") from exc
+    if isinstance(payload, dict) and payload.get("format") == "correctnet-compensation":
+        raise CheckpointError(
+            f"{path} holds CorrectNet compensators, not a network: they belong to a base "
+            "network (the run folder's <base>.pt); `correctnet reproduce --out RUN` with the "
+            "run's arguments prints their evaluation, or in Python use "
+            "correctnet.compensation_training.load_compensation(path, base) and simulate the "
+            "returned network")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a correctnet checkpoint (no '{FORMAT}' header)")
     meta = payload.get("meta")
     if not isinstance(meta, dict) or any(key not in meta for key in _REQUIRED):
         raise CheckpointError(f"checkpoint {path} has incomplete meta; need {', '.join(_REQUIRED)}")
     return payload
+
+
+def _load_error_summary(exc: BaseException, keep: int = 2) -> str:
+    """The informative lines of a ``load_state_dict`` error (torch puts them after a header)."""
+    lines = [line.strip().rstrip(".") for line in str(exc).splitlines() if line.strip()]
+    details = [line for line in lines if not line.startswith("Error(s) in loading")]
+    if not details:
+        return lines[0] if lines else type(exc).__name__
+    more = f" (and {len(details) - keep} more)" if len(details) > keep else ""
+    return "; ".join(d[:200] for d in details[:keep]) + more
 
 
 def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
@@ -123,8 +146,10 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
                             learn_output_scale=bool(meta.get("learn_output_scale", False)))
         model.load_state_dict(payload["state_dict"], strict=strict)
     except (ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} does not fit model {meta['model']!r}: "
-                              f"{first}") from exc
+        raise CheckpointError(f"checkpoint {path} does not fit model {meta['model']!r} "
+                              f"({meta['in_channels']} input channels, {meta['input_size']} px, "
+                              f"{meta['num_classes']} classes): {_load_error_summary(exc)}; "
+                              "the weights are of another architecture or the file was "
+                              "edited") from exc
     model.eval()
     return model, meta

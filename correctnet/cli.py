@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("correctnet: interrupted; rerun the same command to continue", file=sys.stderr)
+        hint = getattr(args, "interrupt_hint", "rerun the same command to continue")
+        print(f"correctnet: interrupted; {hint}", file=sys.stderr)
         return 130
     except _user_errors() as exc:
         print(f"correctnet: error: {exc}", file=sys.stderr)

@@ -305,13 +305,16 @@ def parse_plan(text: str) -> dict[str, float]:
     """Parse ``"conv2=0.5,fc3=1"`` into ``{"conv2": 0.5, "fc3": 1.0}``.
 
     Raises:
-        PlanError: on an entry without ``=`` or a ratio that is not a number.
+        PlanError: on an entry without ``=``, a ratio that is not a number, or a layer named
+            twice.
     """
     plan: dict[str, float] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         if "=" not in item:
             raise PlanError(f"plan entry {item!r} must look like LAYER=RATIO (e.g. conv2=0.5)")
         name, value = (s.strip() for s in item.split("=", 1))
+        if name in plan:
+            raise PlanError(f"plan names layer {name!r} twice; give each layer once")
         try:
             plan[name] = float(value)
         except ValueError:

@@ -37,7 +37,8 @@ from correctnet.compensation import (
     insert_compensation,
     normalize_plan,
 )
-from correctnet.errors import CheckpointError, UsageError
+from correctnet.errors import CheckpointError, TrainingError, UsageError
+from correctnet.seeding import derive_seed, isolated_rng
 
 __all__ = [
     "CompensationConfig",
@@ -59,7 +60,9 @@ class CompensationConfig:
     weight_decay: float = 0.0
     """L2 weight decay on generator/compensator parameters (>= 0)."""
     seed: int = 0
-    """Seed of the variation drawn for every batch."""
+    """Seed of everything random in training: the compensators' initial weights, the
+    variation drawn for every batch, and (for a loader with a ``torch.Generator``) the
+    shuffling of every epoch, each from :func:`correctnet.seeding.derive_seed` of it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -124,7 +127,9 @@ def train_compensation(
     Args:
         model: Trained float network (left unchanged).
         plan: ``{layer_name: ratio}`` (ratio <= 0: none).
-        train_data: Iterable of ``(inputs, labels)`` batches.
+        train_data: Iterable of ``(inputs, labels)`` batches; a ``torch.Generator`` in its
+            ``.generator`` (a shuffling DataLoader) is reseeded from ``config.seed`` and the
+            epoch, so the result depends on the seed only, not on earlier use of the loader.
         xbar_config: :class:`xbar.XbarConfig` of the analog layers (sets sigma, tiles, ...).
         config: Training hyper-parameters.
         device: Torch device for training (``None``: CPU).
@@ -134,12 +139,17 @@ def train_compensation(
         ``(analog, history)``: the crossbar network holding the trained compensators, switched
         back to the numba backend (call :func:`mapping.program` / ``run_monte_carlo`` on it),
         and ``{"loss": [per epoch], "seconds": float}``.
+
+    Raises:
+        TrainingError: a batch loss is NaN or infinite (training stops at once).
     """
     from mapping import convert_to_crossbar, resample, set_backend
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
     plan = normalize_plan(plan)
-    comp = insert_compensation(model, plan).to(dev)
+    with isolated_rng(derive_seed(config.seed, "compensator-init")):
+        comp = insert_compensation(model, plan)  # nn init draws from the global generator
+    comp = comp.to(dev)
     params = compensation_parameters(comp)
     freeze_except(comp, params)
     analog = convert_to_crossbar(comp, xbar_config, inplace=True)
@@ -153,7 +163,10 @@ def train_compensation(
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         gen = torch.Generator(device=dev).manual_seed(config.seed)
         swapped = _swap_convs(analog)
+        shuffle = getattr(train_data, "generator", None)
         for epoch in range(config.epochs):
+            if isinstance(shuffle, torch.Generator):
+                shuffle.manual_seed(derive_seed(config.seed, "shuffle", epoch))
             total = batches = 0.0
             bar = tqdm(train_data, desc=f"compensation {epoch + 1}/{config.epochs}",
                        leave=False, disable=None if progress else True)
@@ -161,6 +174,12 @@ def train_compensation(
                 x, y = x.to(dev), y.to(dev)
                 resample(analog, gen)
                 loss = F.cross_entropy(analog(x), y)
+                if not bool(torch.isfinite(loss.detach())):
+                    raise TrainingError(
+                        f"compensation training diverged in epoch {epoch + 1}: the loss is "
+                        f"{float(loss.detach())!r} at batch {int(batches) + 1} "
+                        f"(lr {config.lr:g}, sigma {xbar_config.device.sigma:g}); nothing was "
+                        "saved; lower --lr or --sigma")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -15,3 +15,7 @@ class DatasetError(CorrectNetError, FileNotFoundError):
 
 class CheckpointError(CorrectNetError, ValueError):
     """A checkpoint is missing, corrupt, or of another model."""
+
+
+class TrainingError(CorrectNetError, ArithmeticError):
+    """Training diverged: a loss or a weight became NaN or infinite."""

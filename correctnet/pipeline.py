@@ -17,6 +17,14 @@ Stages (in order; each stores its result in ``RUN/stages/<name>.json`` when done
 6. ``evaluate_correctnet``: clean and Monte-Carlo accuracy of the compensated network.
 7. ``sweeps``: accuracy vs sigma for every network, sigma x tile size for CorrectNet.
 8. ``report``: ``RUN/report.md``, ``RUN/report.json`` and PNG figures.
+
+Exact resume: every random draw of a stage comes from a generator seeded from the preset's
+seed and the stage's name (plus the plan, for each plan the search trains; see
+:mod:`correctnet.seeding`), and each stage runs with the global RNGs seeded from
+``derive_seed(seed, stage)`` and restored afterwards. A run interrupted anywhere (even by
+``kill -9``) and resumed in a fresh process therefore gives the same files, bit for bit, as an
+uninterrupted one (on the same machine with the same ``--threads``: the thread count changes
+the order of floating-point sums).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from torch import nn
 from correctnet.compensation import format_plan
 from correctnet.presets import Preset
 from correctnet.runstore import RunStore
+from correctnet.seeding import derive_seed, isolated_rng
 
 __all__ = ["STAGES", "VARIANTS", "Pipeline", "xbar_config"]
 
@@ -194,7 +203,8 @@ class Pipeline:
                 if self.before_stage is not None:
                     self.before_stage(name)
                 t0 = time.perf_counter()
-                result = getattr(pipeline_stages, name)(self)
+                with isolated_rng(derive_seed(self.preset.seed, name)):
+                    result = getattr(pipeline_stages, name)(self)
                 seconds = time.perf_counter() - t0
                 self.store.finish(name, result, seconds)
                 results[name] = result
@@ -229,7 +239,7 @@ def _summary(name: str, result: dict) -> str:
         if name == "search":
             b = result["best"]
             return (f"best plan {format_plan(b['plan'])} (overhead {b['overhead']:.2%}, "
-                    f"{result['evaluations']} plans trained)")
+                    f"{result['evaluations']} plans evaluated)")
         if name == "train_compensation":
             return f"plan {format_plan(result['plan'])}, overhead {result['overhead']:.2%}"
         if name == "evaluate_correctnet":

@@ -6,6 +6,7 @@ JSON-safe dict that the pipeline stores as the stage's result.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -15,6 +16,7 @@ from correctnet.compensation import format_plan, plan_overhead
 from correctnet.compensation_training import CompensationConfig, save_compensation
 from correctnet.compensation_training import train_compensation as _train_comp
 from correctnet.pipeline import VARIANTS, Pipeline, _METHOD, xbar_config
+from correctnet.seeding import derive_seed
 from correctnet.search import (
     PlanCache,
     SearchConfig,
@@ -123,8 +125,24 @@ def search_space(pipe: Pipeline, model, layers: list[str]) -> tuple[list[str], d
     return [n for n in layers if n in actions], actions
 
 
+def _new_plans(res, seen: set[str]) -> int:
+    """Plans of ``res.history`` that no earlier search of the stage evaluated (added to seen).
+
+    This is the number of plans the search trained in an uninterrupted run; unlike the cache
+    misses it does not depend on how many plans a resumed run found in ``plans.json``.
+    """
+    keys = {PlanCache.key(h["plan"]) for h in res.history if h.get("mean") is not None}
+    new = keys - seen
+    seen |= new
+    return len(new)
+
+
 def search(pipe: Pipeline) -> dict:
-    """Exhaustive (if affordable) and RL placement search, all plans cached."""
+    """Exhaustive (if affordable) and RL placement search, all plans cached.
+
+    ``evaluations`` (per limit and in total) count distinct plans evaluated, whether trained
+    now or found in ``plans.json`` by a resumed run, so a resumed run reports the same numbers.
+    """
     p = pipe.preset
     base = pipe.network(p.base)
     cands = pipe.store.result("candidates")["candidates"]
@@ -133,12 +151,16 @@ def search(pipe: Pipeline) -> dict:
     train_data = pipe.loader("train", p.search_train_limit, train=True, seed=p.seed + 1)
     comp_cfg = CompensationConfig(epochs=p.search_epochs, lr=p.comp_lr, seed=p.seed)
     cfg = xbar_config(pipe.sigma, p.tile)
-    before = len(cache)
+    seen: set[str] = set()   # plans evaluated so far by this stage (cached or trained)
 
     def evaluate(plan: dict) -> tuple[float, float]:
+        # the plan's own seed: its result is the same whichever plans were trained before
+        # it in this process (plans cached in plans.json are not retrained on resume)
+        plan_cfg = dataclasses.replace(comp_cfg,
+                                       seed=derive_seed(p.seed, "search", PlanCache.key(plan)))
         t0 = time.perf_counter()
-        analog, _ = _train_comp(base, plan, train_data, cfg, comp_cfg,
-                                       device=pipe.device, progress=False)
+        analog, _ = _train_comp(base, plan, train_data, cfg, plan_cfg,
+                                device=pipe.device, progress=False)
         r = pipe.monte_carlo(analog, sigma=pipe.sigma, samples=p.search_samples,
                              limit=p.search_test_limit, converted=True)
         pipe.log(f"  plan {format_plan(plan)}: {r['mean']:.2%} +- {r['std']:.2%} "
@@ -153,8 +175,7 @@ def search(pipe: Pipeline) -> dict:
         entry = cache.evaluate({}, evaluate, overhead=0.0)
         best = {"plan": {}, "mean": entry["mean"], "std": entry["std"], "overhead": 0.0,
                 "reward": entry["mean"] - entry["std"], "limit": max(p.limits)}
-        result.update(best=best, evaluations=len(cache) - before, explored=list(cache.entries
-                                                                                .values()))
+        result.update(best=best, evaluations=1, explored=list(cache.entries.values()))
         return result
     size = action_space_size(layers, actions)
     result["space_size"] = size
@@ -163,13 +184,16 @@ def search(pipe: Pipeline) -> dict:
         for limit in sorted(p.limits, reverse=True):
             res = exhaustive_search(layers, actions, evaluate, overhead, limit, cache=cache,
                                     progress=pipe.progress)
+            res.evaluations = _new_plans(res, seen)
             result["exhaustive"][f"{limit:g}"] = {k: v for k, v in res.to_dict().items()
                                                   if k != "history"}
     best = None
-    for k, limit in enumerate(sorted(p.limits)):
+    for limit in sorted(p.limits):
         res = rl_search(layers, actions, evaluate, overhead, limit,
-                        SearchConfig(episodes=p.search_episodes, seed=p.seed + k),
+                        SearchConfig(episodes=p.search_episodes,
+                                     seed=derive_seed(p.seed, "search", "rl", f"{limit:g}")),
                         cache=cache, progress=pipe.progress)
+        res.evaluations = _new_plans(res, seen)
         result["limits"][f"{limit:g}"] = res.to_dict()
         if best is None or res.best_reward > best["reward"]:
             best = {"plan": res.best_plan, "mean": res.best_mean, "std": res.best_std,
@@ -180,7 +204,7 @@ def search(pipe: Pipeline) -> dict:
                     "overhead": res["best_overhead"], "reward": res["best_reward"],
                     "limit": float(limit_key)}
     result["best"] = best
-    result["evaluations"] = len(cache) - before
+    result["evaluations"] = len(seen)
     result["explored"] = list(cache.entries.values())
     return result
 
@@ -190,7 +214,8 @@ def train_compensation(pipe: Pipeline) -> dict:
     p = pipe.preset
     base = pipe.network(p.base)
     plan = pipe.store.result("search")["best"]["plan"]
-    comp_cfg = CompensationConfig(epochs=p.final_epochs, lr=p.comp_lr, seed=p.seed + 17)
+    comp_cfg = CompensationConfig(epochs=p.final_epochs, lr=p.comp_lr,
+                                  seed=derive_seed(p.seed, "train_compensation"))
     analog, hist = _train_comp(
         base, plan, pipe.loader("train", p.final_train_limit, train=True, seed=p.seed + 2),
         xbar_config(pipe.sigma, p.tile), comp_cfg, device=pipe.device, progress=pipe.progress)

@@ -96,13 +96,25 @@ class PlanCache:
 
     Args:
         path: JSON file; loaded if it exists, rewritten atomically after each :meth:`put`.
+
+    Raises:
+        UnreadableFileError: ``path`` exists but is not a plan cache (corrupt JSON, or not a
+            ``{key: {plan, mean, std, ...}}`` map); the message says to delete it and rerun.
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.entries: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
-            self.entries = json.loads(self.path.read_text())
+            from correctnet.runstore import UnreadableFileError, read_json
+
+            fix = "delete it and rerun: its plans are trained again"
+            self.entries = read_json(self.path, what="plan cache", fix=fix)
+            if not (isinstance(self.entries, dict) and all(
+                    isinstance(e, dict) and {"plan", "mean", "std"} <= set(e)
+                    for e in self.entries.values())):
+                raise UnreadableFileError(f"plan cache {self.path} is unreadable (not a "
+                                          f"{{plan: {{plan, mean, std}}}} map); {fix}")
 
     @staticmethod
     def key(plan: Mapping[str, float]) -> str:

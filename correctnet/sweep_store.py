@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS points (
 )
 """
 
+#: Columns of the ``points`` table (a foreign table of that name is refused).
+_COLUMNS: frozenset[str] = frozenset(
+    line.split()[0] for line in _SCHEMA.strip().splitlines()[1:-1])
+
 #: Columns exported to CSV (``accuracies``/``config``/``hardware`` stay in the database).
 CSV_COLUMNS: tuple[str, ...] = ("label", "checkpoint", "sigma", "tile", "clean_accuracy",
                                 "mean", "std", "samples", "seconds", "key")
@@ -94,8 +98,16 @@ class SweepStore:
             self._con.row_factory = sqlite3.Row
             self._con.execute(_SCHEMA)
             self._con.commit()
+            columns = {r[1] for r in self._con.execute("PRAGMA table_info(points)")}
         except sqlite3.DatabaseError as exc:
-            raise SweepStoreError(f"{self.path} is not a usable sweep database: {exc}") from exc
+            raise SweepStoreError(f"{self.path} is not a usable sweep database ({exc}); move "
+                                  "it away (or choose another --out) and rerun") from exc
+        missing = sorted(_COLUMNS - columns)
+        if missing:
+            self._con.close()
+            raise SweepStoreError(
+                f"{self.path} is a database of another kind (its table 'points' lacks "
+                f"{', '.join(missing[:4])}); move it away (or choose another --out) and rerun")
 
     def __enter__(self) -> SweepStore:
         return self

@@ -35,8 +35,8 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from correctnet.checkpoint import read_checkpoint, save_checkpoint
-from correctnet.errors import CheckpointError, UsageError
+from correctnet.checkpoint import _load_error_summary, read_checkpoint, save_checkpoint
+from correctnet.errors import CheckpointError, TrainingError, UsageError
 from correctnet.lipschitz import lipschitz_lambda, orthogonality_penalty, spectral_norms
 from correctnet.models import output_scale_of, set_output_scale
 
@@ -160,6 +160,60 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     return correct / max(total, 1)
 
 
+#: ``TrainConfig`` fields a resumed run may change: more epochs continue a finished run.
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "keep_epoch_checkpoints"})
+#: ``meta`` keys that must match on resume when both the checkpoint and the caller give them.
+RESUME_META_KEYS: tuple[str, ...] = ("model", "dataset", "limit")
+
+
+def resume_differences(old_meta: dict[str, Any], cfg: TrainConfig,
+                       meta: dict[str, Any] | None = None) -> list[str]:
+    """Settings of a resumed run that differ from those the checkpoint was trained with.
+
+    Args:
+        old_meta: The checkpoint's ``meta`` (its ``train_config`` and data keys).
+        cfg: The settings given now.
+        meta: The metadata given now (``model``, ``dataset``, ``limit`` are compared).
+
+    Returns:
+        One ``"--key checkpoint X, given Y"`` string per differing key (empty: resumable);
+        ``epochs`` and ``keep_epoch_checkpoints`` may change.
+    """
+    old_cfg = old_meta.get("train_config")
+    diffs = []
+    if isinstance(old_cfg, dict):
+        for key, value in cfg.to_dict().items():
+            if key not in RESUMABLE_CHANGES and key in old_cfg and old_cfg[key] != value:
+                diffs.append((key, old_cfg[key], value))
+    for key in RESUME_META_KEYS:
+        if meta is not None and key in meta and key in old_meta and old_meta[key] != meta[key]:
+            diffs.append((key, old_meta[key], meta[key]))
+    return [f"--{key.replace('_', '-')} checkpoint {old!r}, given {new!r}"
+            for key, old, new in diffs]
+
+
+def _diverged(what: str, cfg: TrainConfig, epoch: int, path: Path | None) -> TrainingError:
+    kept = (f"the last good checkpoint {path} is kept" if path is not None and path.is_file()
+            else "no checkpoint was written")
+    return TrainingError(
+        f"training diverged in epoch {epoch}: {what} (method {cfg.method}, lr {cfg.lr:g}, "
+        f"sigma {cfg.sigma:g}, beta {cfg.beta:g}); {kept}; lower --lr, --sigma or --beta")
+
+
+def _check_loss(loss: torch.Tensor, cfg: TrainConfig, epoch: int, batch: int,
+                path: Path | None) -> None:
+    """Raise :class:`TrainingError` if the batch loss is NaN or infinite (before the step)."""
+    if not bool(torch.isfinite(loss)):
+        raise _diverged(f"the loss is {float(loss)!r} at batch {batch}", cfg, epoch, path)
+
+
+def _check_weights(model: nn.Module, cfg: TrainConfig, epoch: int, path: Path | None) -> None:
+    """Raise :class:`TrainingError` if a parameter holds NaN or inf (before saving)."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise _diverged(f"weights {', '.join(bad[:3])} became non-finite", cfg, epoch, path)
+
+
 def epoch_checkpoint_path(path: Path, epoch: int) -> Path:
     """``<stem>-epochNNN<suffix>`` next to ``path``."""
     return path.with_name(f"{path.stem}-epoch{epoch:03d}{path.suffix}")
@@ -198,7 +252,11 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         one ``{layer: norm}`` dict per epoch), ``seconds``; plus ``lambda``.
 
     Raises:
-        UsageError: Bad device. CheckpointError: resume from an incompatible checkpoint.
+        UsageError: Bad device. CheckpointError: resume from an incompatible checkpoint, or
+        with settings (``cfg`` fields other than ``epochs``, or ``meta`` ``model``,
+        ``dataset``, ``limit``) that differ from the checkpoint's; the message names every
+        differing key. TrainingError: a loss or weight became NaN or infinite (training
+        stops before saving, so the last checkpoint holds the last finite weights).
     """
     try:
         dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -231,11 +289,16 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
                 optimizer.load_state_dict(payload["optimizer_state"])
         except (ValueError, RuntimeError, KeyError) as exc:
             raise CheckpointError(f"cannot resume from {path}: it does not fit this model "
-                                  f"and optimizer ({str(exc).splitlines()[0]})") from exc
+                                  f"and optimizer ({_load_error_summary(exc)})") from exc
         old = payload["meta"]
         if old.get("method") != cfg.method:
             raise CheckpointError(f"cannot resume from {path}: it was trained with method "
                                   f"{old.get('method')!r}, not {cfg.method!r}")
+        diffs = resume_differences(old, cfg, meta)
+        if diffs:
+            raise CheckpointError(f"cannot resume from {path}: it was trained with other "
+                                  f"settings ({'; '.join(diffs)}); rerun with the "
+                                  "checkpoint's settings or choose another --out")
         history = dict(old.get("history") or history)
         start = int(old.get("epoch", 0))
         model.to(dev)
@@ -262,6 +325,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
                 pen = orthogonality_penalty(model, lam)
                 total = loss + cfg.beta * pen
                 pen_sum += float(pen.detach())
+            _check_loss(total.detach(), cfg, epoch, batches + 1, path)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -280,6 +344,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         history["spectral_norms"].append(spectral_norms(model)
                                          if cfg.method == "lipschitz" else None)
         history["seconds"].append(time.perf_counter() - t0)
+        _check_weights(model, cfg, epoch, path)
         if path is not None:
             scale, learn = output_scale_of(model)
             full_meta = dict(meta or {})

@@ -54,7 +54,8 @@ def test_train_writes_checkpoints_and_resumes(trained, capsys):
     assert main(["train", "--epochs", "1", "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
     # resume of a finished run: nothing to train, prints the stored accuracy
-    assert main(["train", "--epochs", "1", "--limit", "512", "--out", str(out), "--resume"]) == 0
+    assert main(["train", "--epochs", "1", "--limit", "512", "--batch-size", "64",
+                 "--out", str(out), "--resume"]) == 0
     assert f"{100 * meta['test_accuracy']:.2f}%" in capsys.readouterr().out
     # resuming another model from this checkpoint: one clear line
     assert main(["train", "--model", "vgg16", "--epochs", "2", "--limit", "64",

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed (0)")
     p.add_argument("--device", type=torch_device, default=None, help="training device (cpu, cuda)")
     p.add_argument("--data-dir", default=None, help="dataset directory")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=nonneg_int, default=1,
                    help="torch CPU threads (1 default: fastest for small models on 2 cores)")
     p.add_argument("--out", default=None, help="folder for compensation.pt and result.json")
     p.set_defaults(func=run)
@@ -95,6 +95,8 @@ def resolve_plan(text: str, layers: list[str]) -> dict[str, float]:
         if not (math.isfinite(ratio) and ratio >= 0):
             raise PlanError(f"--plan ratio for {name!r} must be a finite number >= 0, "
                             f"got {value!r}")
+        if name in plan:
+            raise PlanError(f"--plan names layer {name!r} twice; give each layer once")
         plan[name] = ratio
     plan = {k: v for k, v in sorted(plan.items()) if v > 0}
     if not plan:
@@ -149,10 +151,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from correctnet.data import load_dataset, make_loader
     from correctnet.pipeline import xbar_config
-    from correctnet.runstore import write_json
+    from correctnet.runstore import ensure_output_dir, write_json
 
     import torch
 
+    if args.out:
+        ensure_output_dir(args.out)   # before the training, not after it
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     model, meta = load_checkpoint(args.checkpoint)

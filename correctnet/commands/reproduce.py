@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from correctnet.commands.argtypes import nonneg_float
+from correctnet.commands.argtypes import nonneg_float, nonneg_int
 
 EPILOG = """\
 examples:
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="settings: quick (CPU, <= 15 min), paper (GPU), tiny (tests)")
     p.add_argument("--device", default=None, help="training device: cpu (default) or cuda")
     p.add_argument("--data-dir", default=None, help="dataset directory (CIFAR)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=nonneg_int, default=1,
                    help="torch CPU threads (1: small models on a shared 2-core CPU are several "
                         "times faster single-threaded; 0 keeps torch's default)")
     p.add_argument("--base", choices=("lipschitz", "plain", "variation_aware"), default=None,

@@ -18,6 +18,7 @@ from typing import Any
 from correctnet.commands.simulate import (
     add_hardware_arguments, make_xbar_config, prepare_checkpoint, simulate_model)
 from correctnet.errors import UsageError
+from correctnet.runstore import ensure_output_dir
 
 EPILOG = """\
 examples:
@@ -109,6 +110,16 @@ def checkpoint_labels(paths: list[str | Path]) -> list[str]:
     return labels
 
 
+def _refuse_identical_contents(paths: list[Path], digest) -> None:
+    """Two paths holding the same bytes would share every point (and one label): refuse."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        first = seen.setdefault(digest(path), path)
+        if first != path:
+            raise UsageError(f"--checkpoint {first} and {path} have identical contents (the "
+                             "same network); give it once")
+
+
 def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[int],
               out: str | Path, *, samples: int = 50, seed: int = 0, adc_bits: int | None = 8,
               dac_bits: int | None = 8, level: str = "weight", limit: int | None = None,
@@ -149,6 +160,7 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
         if not p.is_file():
             raise UsageError(f"checkpoint {p} not found")
     labels = checkpoint_labels(paths)
+    _refuse_identical_contents(paths, file_digest)
     for sigma in sigmas:                # bad settings fail here, before sweep.db exists
         for tile in tiles:
             make_xbar_config(sigma, tile, adc_bits=adc_bits, dac_bits=dac_bits, level=level)
@@ -225,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``correctnet sweep``."""
     sigmas = parse_sigmas(args.sigma)
     tiles = parse_tiles(args.tile)
+    ensure_output_dir(args.out)
     total = len(args.checkpoint) * len(sigmas) * len(tiles)
     print(f"sweep: {len(args.checkpoint)} checkpoint(s) x {len(sigmas)} sigma x "
           f"{len(tiles)} tile = {total} points, {args.samples} samples each -> {args.out}",

@@ -67,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--device", type=torch_device, default="cpu", help="cpu | cuda | cuda:N (cpu)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupt_hint="rerun the same command with --resume to continue "
+                                            "from the last finished epoch")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
     from correctnet.data import dataset_info, load_dataset, make_loader
     from correctnet.errors import UsageError
     from correctnet.models import build_model
+    from correctnet.runstore import ensure_output_dir
     from correctnet.training import TrainConfig, train_model
 
     if args.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    ensure_output_dir(args.out)   # before loading data and training
     cfg = TrainConfig(method=args.method, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, optimizer=args.optimizer, sigma=args.sigma,
                       beta=args.beta, k=args.k, weight_decay=args.weight_decay, seed=args.seed,
