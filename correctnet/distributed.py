@@ -162,3 +162,22 @@ def as_results(client: Any, fn: Callable[[Any], Any], items: Sequence[Any], *,
             future.release()
             bar.update(1)
             yield i, result
+
+
+def map_evaluator(client: Any, evaluator: Callable[[Any], tuple[float, float]], *,
+                  progress: bool = False) -> Callable[[list], Iterator[tuple[int, Any]]]:
+    """A placement-search ``map_evaluator`` that evaluates plans on the client's workers.
+
+    Args:
+        client: ``dask.distributed.Client``.
+        evaluator: Picklable ``plan -> (mean, std)`` (a module-level function or a
+            ``functools.partial`` of one).
+        progress: Progress bar per batch of plans.
+
+    Returns:
+        ``plans -> iterator of (index, (mean, std))`` in completion order.
+    """
+    def run(plans: list) -> Iterator[tuple[int, Any]]:
+        return as_results(client, evaluator, plans, progress=progress, desc="plans")
+
+    return run

@@ -158,3 +158,34 @@ def test_missing_dask_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
     with pytest.raises(DistributedError, match=r"correctnet-sim\[distributed\]"):
         import_distributed()
+
+
+def synthetic_plan_score(plan):
+    """Cheap picklable evaluator with a known optimum (conv2=2)."""
+    return 0.5 + 0.2 * plan.get("conv2", 0.0) - 0.02 * plan.get("conv1", 0.0), 0.01
+
+
+def test_exhaustive_search_on_workers_equals_in_process(client, tmp_path):
+    from correctnet.distributed import map_evaluator
+    from correctnet.search import PlanCache, exhaustive_search
+
+    layers = ["conv1", "conv2", "fc1"]
+    actions = {"conv1": [0.0, 1.0, 2.0], "conv2": [0.0, 1.0, 2.0], "fc1": [0.0, 1.0]}
+
+    def overhead(plan):
+        return 0.1 * sum(plan.values())
+
+    seq = exhaustive_search(layers, actions, synthetic_plan_score, overhead, 0.3,
+                            cache=PlanCache(tmp_path / "seq.json"))
+    par_cache = PlanCache(tmp_path / "par.json")
+    par = exhaustive_search(layers, actions, synthetic_plan_score, overhead, 0.3,
+                            cache=par_cache, map_evaluator=map_evaluator(client,
+                                                                         synthetic_plan_score))
+    assert par.best_plan == seq.best_plan and seq.best_plan.get("conv2") == 2.0
+    assert par.to_dict() == seq.to_dict() and par.evaluations == seq.evaluations > 0
+    assert PlanCache(tmp_path / "par.json").entries == PlanCache(tmp_path / "seq.json").entries
+    # a second search over the same cache evaluates nothing
+    again = exhaustive_search(layers, actions, synthetic_plan_score, overhead, 0.3,
+                              cache=par_cache, map_evaluator=map_evaluator(
+                                  client, synthetic_plan_score))
+    assert again.evaluations == 0 and again.best_plan == seq.best_plan
