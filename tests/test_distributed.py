@@ -67,9 +67,12 @@ def client():
 
 @pytest.mark.slow
 def test_two_workers_give_the_in_process_database(checkpoint, in_process, client, tmp_path):
-    seen = []
-    result = run_sweep([checkpoint], SIGMAS, TILES, tmp_path, client=client, worker_threads=1,
-                       on_point=seen.append, **OPTS)
+    seen, lines = [], []
+    # through --scheduler ADDRESS: a second client connected to the running cluster
+    with dask_client(scheduler=client.scheduler.address, log=lines.append) as remote:
+        assert "connected to" in lines[0]
+        result = run_sweep([checkpoint], SIGMAS, TILES, tmp_path, client=remote,
+                           worker_threads=1, on_point=seen.append, **OPTS)
     assert result["computed"] == 6 and len(seen) == 6
     assert _rows(tmp_path / "sweep.db") == _rows(in_process / "sweep.db")
     assert _csv(tmp_path / "sweep.csv") == _csv(in_process / "sweep.csv")
@@ -189,3 +192,12 @@ def test_exhaustive_search_on_workers_equals_in_process(client, tmp_path):
                               cache=par_cache, map_evaluator=map_evaluator(
                                   client, synthetic_plan_score))
     assert again.evaluations == 0 and again.best_plan == seq.best_plan
+
+
+def test_in_process_path_never_imports_dask():
+    code = ("import sys; from correctnet.cli import build_parser; "
+            "import correctnet.commands.sweep, correctnet.distributed; "
+            "print('dask' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
+    assert done.stdout.strip() == "False", done.stderr
