@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,8 @@ __all__ = [
 
 Plan = dict[str, float]
 Evaluator = Callable[[Plan], tuple[float, float]]
+#: ``plans -> iterator of (index, (mean, std))`` in any order (e.g. as Dask workers finish).
+MapEvaluator = Callable[[list[Plan]], Iterable[tuple[int, tuple[float, float]]]]
 
 
 class SearchError(CorrectNetError, ValueError):
@@ -230,6 +232,7 @@ def exhaustive_search(
     *,
     cache: PlanCache | None = None,
     progress: bool = False,
+    map_evaluator: MapEvaluator | None = None,
 ) -> SearchResult:
     """Score every plan of the action space (the optimum of Fig. 10).
 
@@ -241,6 +244,11 @@ def exhaustive_search(
         limit: Overhead limit (fraction).
         cache: Shared plan cache (a fresh in-memory one if None).
         progress: Show a progress bar.
+        map_evaluator: Evaluates a list of plans at once (e.g. on Dask workers, see
+            :func:`correctnet.distributed.map_evaluator`): every uncached plan within the
+            limit is handed to it first and each result is put in the cache here as it
+            arrives (the cache stays the only writer of its file); the plans are then scored
+            in order from the cache, so the result equals the sequential search's.
     """
     from tqdm.auto import tqdm
 
@@ -249,6 +257,17 @@ def exhaustive_search(
     result = SearchResult(limit=float(limit))
     combos = itertools.product(*(actions[name] for name in layers))
     total = action_space_size(layers, actions)
+    if map_evaluator is not None:
+        combos = list(combos)
+        todo = []
+        for combo in combos:
+            plan = normalize_plan(dict(zip(layers, combo)))
+            overhead = float(overhead_fn(plan))
+            if overhead <= limit and plan not in cache and plan not in [t for t, _ in todo]:
+                todo.append((plan, overhead))
+        for i, (mean, std) in map_evaluator([t for t, _ in todo]):
+            cache.put(todo[i][0], mean, std, overhead=todo[i][1])
+        result.evaluations += len(todo)
     for combo in tqdm(combos, total=total, desc="exhaustive", disable=not progress, leave=False):
         _score(dict(zip(layers, combo)), overhead_fn, evaluator, limit, cache, result)
     return result

@@ -125,7 +125,8 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
               dac_bits: int | None = 8, level: str = "weight", limit: int | None = None,
               data_dir: str | None = None, batch_size: int = 1000, backend: str | None = None,
               progress: bool = True, stop_after: int | None = None,
-              on_point: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              on_point: Callable[[dict[str, Any]], None] | None = None,
+              client: Any = None, worker_threads: int | None = None) -> dict[str, Any]:
     """Evaluate every (checkpoint, sigma, tile) point not yet in ``out/sweep.db``.
 
     Args:
@@ -146,6 +147,10 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
         stop_after: Stop after computing this many new points (for tests of resuming).
         on_point: Called with each new point's row dict (``label``, ``sigma``, ``tile``,
             ``mean``, ``std``, ...).
+        client: ``dask.distributed.Client`` (see :mod:`correctnet.distributed`): the new
+            points are computed on its workers and committed here as each arrives. None:
+            in-process.
+        worker_threads: Compute threads each worker task sets (None: leave the workers').
 
     Returns:
         ``dict(rows, computed, skipped, stopped, database, csv, figures)``; ``rows`` are the
@@ -167,6 +172,7 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
     computed = skipped = 0
     stopped = False
     keys: list[str] = []
+    pending: list[tuple[dict[str, Any], dict[str, Any]]] = []   # (task, store.add kwargs)
     with SweepStore(out / "sweep.db") as store:
         for path, label in zip(paths, labels):
             digest = file_digest(path)
@@ -182,8 +188,13 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                     if stopped or store.has(key):
                         skipped += 0 if stopped else 1
                         continue
-                    if stop_after is not None and computed >= stop_after:
+                    if stop_after is not None and computed + len(pending) >= stop_after:
                         stopped = True
+                        continue
+                    if client is not None:
+                        pending.append(_point_task(path, digest, label, settings, key,
+                                                   data_dir, batch_size, backend,
+                                                   worker_threads))
                         continue
                     if loaded is None:
                         model, meta, loader = prepare_checkpoint(
@@ -204,6 +215,20 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                         on_point({"label": label, "sigma": sigma, "tile": tile,
                                   "clean_accuracy": clean, "mean": result["mean"],
                                   "std": result["std"], "seconds": result["seconds"]})
+        if pending:
+            from correctnet.distributed import as_results
+            from correctnet.sweep_point import evaluate_point
+
+            for i, result in as_results(client, evaluate_point, [t for t, _ in pending],
+                                        progress=progress):
+                meta = pending[i][1]
+                store.add(result=result, **meta)
+                computed += 1
+                if on_point is not None:
+                    on_point({"label": meta["label"], "sigma": meta["sigma"],
+                              "tile": meta["tile"], "clean_accuracy": result["clean_accuracy"],
+                              "mean": result["mean"], "std": result["std"],
+                              "seconds": result["seconds"]})
         rows = store.rows(keys)
     csv_path = export_csv(rows, out / "sweep.csv")
     figures = []
@@ -212,6 +237,19 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                    plot_sigma_tile_heatmap(rows, out / "heatmap_sigma_tile.png")]
     return {"rows": rows, "computed": computed, "skipped": skipped, "stopped": stopped,
             "database": out / "sweep.db", "csv": csv_path, "figures": figures}
+
+
+def _point_task(path: Path, digest: str, label: str, settings: dict[str, Any], key: str,
+                data_dir: str | None, batch_size: int, backend: str | None,
+                threads: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A worker task for :func:`correctnet.sweep_point.evaluate_point` + its store row."""
+    task = {k: settings[k] for k in ("sigma", "tile", "adc_bits", "dac_bits", "level",
+                                     "samples", "seed", "limit")}
+    task.update(path=str(path), digest=digest, data_dir=data_dir, batch_size=batch_size,
+                backend=backend, threads=threads)
+    row = {"key": key, "checkpoint": str(path), "label": label, "sigma": settings["sigma"],
+           "tile": settings["tile"], "settings": settings}
+    return task, row
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -230,6 +268,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_hardware_arguments(p)
     p.set_defaults(samples=50)
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    from correctnet.distributed import add_dask_arguments
+
+    add_dask_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -254,11 +295,16 @@ def run(args: argparse.Namespace) -> int:
               f"(clean {100 * point['clean_accuracy']:.2f}%, {point['seconds']:.1f} s)",
               flush=True)
 
-    result = run_sweep(args.checkpoint, sigmas, tiles, args.out, samples=args.samples,
-                       seed=args.seed, adc_bits=args.adc_bits, dac_bits=args.dac_bits,
-                       level=args.level, limit=args.limit, data_dir=args.data_dir,
-                       batch_size=args.batch_size, backend=args.backend,
-                       progress=True, stop_after=args.stop_after, on_point=show)
+    from correctnet.distributed import compute_threads, dask_client
+
+    threads = compute_threads(args.workers) if args.workers else None
+    with dask_client(args.workers, args.scheduler) as client:
+        result = run_sweep(args.checkpoint, sigmas, tiles, args.out, samples=args.samples,
+                           seed=args.seed, adc_bits=args.adc_bits, dac_bits=args.dac_bits,
+                           level=args.level, limit=args.limit, data_dir=args.data_dir,
+                           batch_size=args.batch_size, backend=args.backend,
+                           progress=True, stop_after=args.stop_after, on_point=show,
+                           client=client, worker_threads=threads)
     if result["stopped"]:
         print(f"stopped after {result['computed']} new point(s) (--stop-after); rerun to "
               "continue", flush=True)
