@@ -102,3 +102,19 @@ def test_parse_and_format_plan():
     assert plan == {"classifier.fc3": 1.0, "features.conv2": 0.5}
     assert parse_plan(format_plan(plan)) == plan
     assert format_plan({}) == "none" and parse_plan("") == {}
+
+
+def test_pointwise_conv_equals_concat_and_convolution_with_gradients():
+    from correctnet.compensation import pointwise_conv
+
+    torch.manual_seed(3)
+    conv = nn.Conv2d(7, 5, 1)
+    a = torch.randn(4, 3, 6, 5, requires_grad=True)
+    b = torch.randn(4, 4, 6, 5, requires_grad=True)
+    ref = conv(torch.cat([a, b], dim=1))
+    out = pointwise_conv([a, b], conv)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), [a, b, conv.weight, conv.bias])
+    want = torch.autograd.grad(ref.square().sum(), [a, b, conv.weight, conv.bias])
+    for got, exp in zip(grads, want):
+        torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-5)
