@@ -142,7 +142,8 @@ class ConvGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Pool ``x`` to ``y``'s spatial size (adaptive average), concat, 1x1 conv, ReLU."""
-        pooled = F.adaptive_avg_pool2d(x, y.shape[-2:])
+        # same size: the pool is the identity (each window one element), so it is skipped
+        pooled = x if x.shape[-2:] == y.shape[-2:] else F.adaptive_avg_pool2d(x, y.shape[-2:])
         return F.relu(pointwise_conv([pooled, y], self.conv))
 
 
