@@ -4,6 +4,11 @@ LeNet-5 on the 10,000 Fashion-MNIST test images, sigma 0.5 (weight-level lognorm
 tiles, 8-bit DAC and ADC. Plain torch inference of the same network on the same images is timed
 in the same run with ``torch.set_num_threads`` equal to Numba's thread count.
 
+A second table compares networks (``--network-samples N`` device samples each, 0 = skip):
+LeNet-5 and LeNet-5 with CorrectNet compensation on conv1 and conv2 (ratio 1), ideal and 8-bit
+DAC/ADC, sigma 0.5: seconds per device sample, the ratio to a plain torch pass of the same
+network, and the compensated network's time over the uncompensated one's.
+
 Run: ``.venv/bin/python benchmarks/bench_montecarlo.py [--samples 250] [--train-epochs 1]``
 """
 
@@ -55,6 +60,59 @@ def lenet5() -> nn.Module:
             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
 
 
+def compensated(model: nn.Module) -> nn.Module | None:
+    """``model`` with conv1=1, conv2=1 compensation (None without correctnet)."""
+    try:
+        from correctnet.compensation import insert_compensation
+    except ImportError:
+        return None
+    return insert_compensation(model, {"features.conv1": 1.0, "features.conv2": 1.0}).eval()
+
+
+def torch_seconds(model: nn.Module, data) -> float:
+    """Best of 3 plain torch passes over ``data`` (seconds)."""
+    with torch.no_grad():
+        model(data[0][0])
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            for xb, _ in data:
+                model(xb)
+            times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def network_table(model: nn.Module, data, samples: int) -> None:
+    """Print seconds per device sample per network and periphery (see the module doc)."""
+    nets = {"LeNet-5": model}
+    comp = compensated(model)
+    if comp is None:
+        print("network table: correctnet not importable, compensated row skipped")
+    else:
+        nets["LeNet-5 conv1=1,conv2=1 comp."] = comp
+    periphery = {"ideal": {}, "8-bit": {"dac": DACConfig(bits=8), "adc": ADCConfig(bits=8)}}
+    rows, base = [], {}
+    for pname, kw in periphery.items():
+        cfg = XbarConfig(tile=TileConfig(128, 128),
+                         device=DeviceConfig(sigma=0.5, level="weight"), **kw)
+        for name, net in nets.items():
+            analog = mapping.convert_to_crossbar(net, cfg)
+            mapping.run_monte_carlo(analog, [data[0]], samples=1, progress=False)  # warm
+            res = mapping.run_monte_carlo(analog, data, samples=samples, seed=0,
+                                          progress=False)
+            t_torch = torch_seconds(net, data)
+            per = res.seconds / samples
+            base.setdefault(pname, per)
+            rows.append((name, pname, res.engine, per, per / t_torch, per / base[pname],
+                         100 * res.mean))
+    print(f"bench_montecarlo networks: sigma 0.5, tiles 128x128, {samples} samples, "
+          f"{sum(len(b[1]) for b in data)} images")
+    print(f"  {'network':<30} {'DAC/ADC':<7} {'engine':<7} {'s/sample':>9} {'/torch':>7} "
+          f"{'/LeNet-5':>9} {'acc %':>7}")
+    for name, pname, eng, per, rt, rb, acc in rows:
+        print(f"  {name:<30} {pname:<7} {eng:<7} {per:>9.3f} {rt:>7.2f} {rb:>9.2f} {acc:>7.2f}")
+
+
 def train(model: nn.Module, epochs: int) -> None:
     x, y = load("train")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -77,6 +135,9 @@ def main() -> None:
     ap.add_argument("--reference-samples", type=int, default=2,
                     help="samples timed on the plain layer path (program + evaluate, numba "
                          "backend through xbar.TiledCrossbar.matmul); 0 = skip")
+    ap.add_argument("--network-samples", type=int, default=20,
+                    help="samples per row of the network table (LeNet-5 with and without "
+                         "compensation, ideal and 8-bit); 0 = skip")
     args = ap.parse_args()
 
     threads = numba.get_num_threads()
@@ -152,6 +213,8 @@ def main() -> None:
     print("bench_montecarlo: LeNet-5, sigma 0.5 weight-level, tiles 128x128, 8-bit DAC/ADC")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    if args.network_samples:
+        network_table(model, data, args.network_samples)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ __all__ = [
     "LinearCompensator",
     "CompensatedLayer",
     "generator_width",
+    "pointwise_conv",
     "compensable_layers",
     "make_compensated_layer",
     "insert_compensation",
@@ -73,6 +74,34 @@ def _mark_digital(module: nn.Module) -> nn.Module:
         module._correctnet_digital = True
         return module
     return mark_digital(module)
+
+
+def pointwise_conv(parts: list[torch.Tensor], conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(torch.cat(parts, dim=1))`` for a 1x1 ``conv``, without building the concat.
+
+    Equation: ``out[b, o] = bias[o] + sum_p W[o, c_p] @ parts[p][b]`` over the parts' channel
+    blocks ``c_p``, one batched matmul per part on ``(B, C_p, H*W)`` views. Same values as the
+    concat + convolution up to float32 rounding (about 1e-6), and several times faster on the
+    CPU for the few channels compensation uses (torch's NCHW 1x1 convolution and the concat
+    dominate a compensated network's Monte-Carlo time otherwise).
+
+    Args:
+        parts: Tensors ``(B, C_p, H, W)`` with equal ``B, H, W``; ``sum C_p`` = in-channels.
+        conv: A 1x1, stride-1, unpadded, ungrouped ``nn.Conv2d`` with a bias.
+
+    Returns:
+        ``(B, out_channels, H, W)``.
+    """
+    b, _, h, w = parts[0].shape
+    weight = conv.weight.reshape(conv.out_channels, -1)
+    out = conv.bias.view(1, -1, 1).expand(b, -1, h * w)
+    c0 = 0
+    for part in parts:
+        c = part.shape[1]
+        out = torch.baddbmm(out, weight[:, c0:c0 + c].expand(b, -1, -1),
+                            part.reshape(b, c, h * w))
+        c0 += c
+    return out.view(b, -1, h, w)
 
 
 def generator_width(n: int, ratio: float) -> int:
@@ -113,8 +142,9 @@ class ConvGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Pool ``x`` to ``y``'s spatial size (adaptive average), concat, 1x1 conv, ReLU."""
-        pooled = F.adaptive_avg_pool2d(x, y.shape[-2:])
-        return F.relu(self.conv(torch.cat([pooled, y], dim=1)))
+        # same size: the pool is the identity (each window one element), so it is skipped
+        pooled = x if x.shape[-2:] == y.shape[-2:] else F.adaptive_avg_pool2d(x, y.shape[-2:])
+        return F.relu(pointwise_conv([pooled, y], self.conv))
 
 
 class ConvCompensator(nn.Module):
@@ -139,7 +169,7 @@ class ConvCompensator(nn.Module):
 
     def forward(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Return the compensated output."""
-        return self.conv(torch.cat([y, g], dim=1))
+        return pointwise_conv([y, g], self.conv)
 
 
 class LinearGenerator(nn.Module):

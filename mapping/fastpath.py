@@ -185,9 +185,11 @@ class FastState:
         self.wt: np.ndarray | None = None          # (1, K, O) current sample
         self.override: torch.Tensor | None = None  # precomputed output for the next call
         self.post: PostOps | None = None           # ReLU/max-pool fused after a conv
+        self.calls = 0                             # outputs served (kernel or override)
 
     def __call__(self, layer: CrossbarLayer, x: torch.Tensor) -> torch.Tensor:
         """Return the override if set, else run the current sample through the kernel."""
+        self.calls += 1
         if self.override is not None:
             out, self.override = self.override, None
             return out

@@ -44,6 +44,8 @@ from .layers import CrossbarConv2d, CrossbarLayer
 _GROUP_BYTES = 256 * 2**20
 #: Bytes allowed for the effective weights of one sample group.
 _STATE_BYTES = 256 * 2**20
+#: Names accepted by ``run_monte_carlo(engine=...)``.
+_ENGINES = ("auto", "fused", "reference")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class MonteCarloResult:
         layers: Names of the varied crossbar layers.
         n_images: Images evaluated per sample.
         seconds: Wall-clock time of the run.
+        engine: How the samples ran: ``"fused"`` (the fast path of :mod:`mapping.fastpath`)
+            or ``"reference"`` (program each sample, then evaluate the model as it is).
+        fused_layers: Names of the crossbar layers whose outputs came from the fused kernel
+            (every crossbar layer the forward pass reaches, wherever it sits in the module
+            tree, e.g. inside a digital wrapper); empty for the reference engine.
     """
 
     accuracies: np.ndarray
@@ -69,6 +76,8 @@ class MonteCarloResult:
     layers: list[str] = field(default_factory=list)
     n_images: int = 0
     seconds: float = 0.0
+    engine: str = "reference"
+    fused_layers: list[str] = field(default_factory=list)
 
     @classmethod
     def from_accuracies(cls, accuracies: Iterable[float], **kw) -> MonteCarloResult:
@@ -81,7 +90,8 @@ class MonteCarloResult:
         """JSON-safe dict (accuracies as a list of fractions)."""
         return {"mean": self.mean, "std": self.std, "samples": self.samples, "seed": self.seed,
                 "layers": list(self.layers), "n_images": self.n_images,
-                "seconds": self.seconds, "accuracies": [float(a) for a in self.accuracies]}
+                "seconds": self.seconds, "engine": self.engine,
+                "accuracies": [float(a) for a in self.accuracies]}
 
     def __str__(self) -> str:
         return (f"accuracy {100 * self.mean:.2f}% +- {100 * self.std:.2f}% over {self.samples} "
@@ -272,7 +282,7 @@ def _capture_input(model, layer, x):
 
 def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, seed: int = 0,
                     layers: LayerSelection = None, progress: bool = True,
-                    group_size: int | None = None) -> MonteCarloResult:
+                    group_size: int | None = None, engine: str = "auto") -> MonteCarloResult:
     """Accuracy of a converted model over ``samples`` device samples.
 
     Args:
@@ -284,6 +294,13 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         layers: Varied layers (see :func:`mapping.program`); the others are exact.
         progress: Show a tqdm bar over samples.
         group_size: Samples sharing one first-layer pass (fast path); default chosen by memory.
+        engine: ``"auto"`` (the fused fast path where it applies -- CPU, no read noise --
+            else the reference loop), ``"fused"`` (the fast path, or an error) or
+            ``"reference"`` (program each sample and evaluate the model as it is, e.g. to
+            cross-check the fast path). Both give the same accuracies for the same seed up
+            to rare one-step ADC flips (summation order). Digital modules anywhere in the
+            model (e.g. a compensator wrapped around a crossbar layer) run as plain torch
+            in both; :attr:`MonteCarloResult.engine` and ``fused_layers`` say what ran.
 
     Returns:
         The :class:`MonteCarloResult`.
@@ -294,7 +311,12 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         NumericalError: a device sample gives NaN/inf logits (e.g. sigma so large that
             ``exp(theta)`` overflows); no accuracy is reported.
         LayerSelectionError: no crossbar layers or a bad ``layers``.
+        MappingError: ``engine`` is not one of the three names, or ``"fused"`` is asked for
+            a model the fast path cannot run (on CUDA, or with read noise).
     """
+    if engine not in _ENGINES:
+        raise MappingError(f"engine must be one of {', '.join(map(repr, _ENGINES))}, "
+                           f"got {engine!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise DataError(f"samples must be an int >= 1, got {samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -311,10 +333,16 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
     fast = (_model_device(model).type == "cpu"
             and all(layer.config.device.read_noise == 0 for _, layer in entries)
             and all(p.device.type == "cpu" for p in model.parameters()))
+    if engine == "fused" and not fast:
+        raise MappingError("engine='fused' needs a CPU model without read noise (the fused "
+                           "kernels run on the CPU and model no read noise); use "
+                           "engine='auto' or 'reference'")
+    fast = fast and engine != "reference"
+    fused: list[str] = []
     bar = tqdm(total=samples, desc="Monte-Carlo", disable=not progress, leave=False)
     try:
         if fast:
-            acc = _fast_run(model, entries, batches, seqs, layers, group_size, bar)
+            acc, fused = _fast_run(model, entries, batches, seqs, layers, group_size, bar)
         else:
             acc = []
             for seq in seqs:
@@ -325,7 +353,9 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         bar.close()
         model.train(was_training)
     return MonteCarloResult.from_accuracies(acc, seed=seed, layers=names, n_images=n_images,
-                                            seconds=time.perf_counter() - t0)
+                                            seconds=time.perf_counter() - t0,
+                                            engine="fused" if fast else "reference",
+                                            fused_layers=fused)
 
 
 def _no_hooks(m: nn.Module) -> bool:
@@ -401,7 +431,9 @@ def _remove_fusion(states, saved) -> None:
         st.post = None
 
 
-def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[float]:
+def _fast_run(model, entries, batches, seqs, layers, group_size, bar
+              ) -> tuple[list[float], list[str]]:
+    """The fast path: ``(accuracies, names of the layers the fused kernel ran)``."""
     states = {}
     for _, layer in entries:
         layer.program_ideal()           # crossbars rebuilt from the current weights
@@ -422,8 +454,11 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar) -> list[fl
         if once:                        # a conv called twice would apply its ops twice
             saved = _install_fusion(model, states, _fusable(model, entries),
                                     batches[0][0][:4])
-        return _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states,
-                          first, once, n_images)
+        for st in states.values():
+            st.calls = 0                # count the sample loop only, not the probes above
+        acc = _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states,
+                         first, once, n_images)
+        return acc, [name for name, layer in entries if states[id(layer)].calls > 0]
     finally:
         torch.set_num_threads(threads)
         _remove_fusion(states, saved)

@@ -102,3 +102,35 @@ def test_parse_and_format_plan():
     assert plan == {"classifier.fc3": 1.0, "features.conv2": 0.5}
     assert parse_plan(format_plan(plan)) == plan
     assert format_plan({}) == "none" and parse_plan("") == {}
+
+
+def test_pointwise_conv_equals_concat_and_convolution_with_gradients():
+    from correctnet.compensation import pointwise_conv
+
+    torch.manual_seed(3)
+    conv = nn.Conv2d(7, 5, 1)
+    a = torch.randn(4, 3, 6, 5, requires_grad=True)
+    b = torch.randn(4, 4, 6, 5, requires_grad=True)
+    ref = conv(torch.cat([a, b], dim=1))
+    out = pointwise_conv([a, b], conv)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), [a, b, conv.weight, conv.bias])
+    want = torch.autograd.grad(ref.square().sum(), [a, b, conv.weight, conv.bias])
+    for got, exp in zip(grads, want):
+        torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("size_in", [8, 11])
+def test_conv_generator_and_compensator_follow_their_equations(size_in):
+    from correctnet.compensation import ConvCompensator, ConvGenerator
+
+    torch.manual_seed(4)
+    gen, comp = ConvGenerator(3, 5, 2), ConvCompensator(5, 2)
+    with torch.no_grad():
+        comp.conv.weight.add_(0.3 * torch.randn_like(comp.conv.weight))
+    x, y = torch.randn(2, 3, size_in, size_in), torch.randn(2, 5, 8, 8)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(x, (8, 8))
+    g = torch.relu(gen.conv(torch.cat([pooled, y], 1)))
+    torch.testing.assert_close(gen(x, y), g, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(comp(y, g), comp.conv(torch.cat([y, g], 1)), rtol=1e-5,
+                               atol=1e-6)
