@@ -56,7 +56,7 @@ def _conv_input_shapes(model: nn.Module, convs: dict[str, nn.Conv2d],
 
 @torch.no_grad()
 def conv_operator_norm(conv: nn.Conv2d, input_shape: tuple[int, int, int], *,
-                       iters: int = 200, tol: float = 1e-7, seed: int = 0) -> float:
+                       iters: int = 1000, tol: float = 1e-10, seed: int = 0) -> float:
     """``||A||_2`` of the convolution ``A x = conv2d(x, W)`` on inputs ``(C, H, W)`` (no bias).
 
     Power iteration ``x <- A^T A x / ||A^T A x||`` from a seeded Gaussian start, with the
