@@ -19,6 +19,9 @@ _LAZY = {
     "lipschitz_lambda": "correctnet.lipschitz",
     "orthogonality_penalty": "correctnet.lipschitz",
     "spectral_norms": "correctnet.lipschitz",
+    "normalized_penalty": "correctnet.lipschitz",
+    "parseval_retract": "correctnet.lipschitz",
+    "layer_diagnostics": "correctnet.diagnostics",
 }
 
 __all__ = ["__version__", *_LAZY]

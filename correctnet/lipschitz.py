@@ -10,6 +10,15 @@ layer's error is bounded through its spectral norm. CorrectNet trains with
 (the denominator is the mean plus three standard deviations of ``exp(theta)``), pushing every
 weight matrix towards ``lambda`` times an orthogonal matrix. Conv weights are used as matrices
 ``(out_channels, in_channels * kh * kw)``.
+
+Eq. 9 summed over layers is dominated by the large layers (fc1/fc2 of LeNet-5) and its value
+scales with ``lambda^4``, so a small ``beta`` never binds. :func:`normalized_penalty` (eq. 11
+as used by ``--constraint soft``) divides each layer's ``||W W^T / lambda^2 - I||_F^2`` by the
+layer's smaller dimension, so every layer counts equally and ``beta`` is independent of
+``lambda``. :func:`parseval_retract` (``--constraint hard``) instead holds the constraint
+exactly: after every optimizer step each analog weight is replaced by ``lambda`` times its
+nearest (Frobenius) matrix with orthonormal rows or columns, ``lambda * U V^T`` from the SVD
+``W = U S V^T`` (the polar factor), so every singular value equals ``lambda``.
 """
 
 from __future__ import annotations
@@ -104,3 +113,67 @@ def spectral_norms(model: nn.Module) -> dict[str, float]:
     """
     return {name: float(torch.linalg.matrix_norm(_matrix(m).float(), ord=2))
             for name, m in analog_layers(model)}
+
+
+def _small_gram(w: torch.Tensor) -> torch.Tensor:
+    return w @ w.t() if w.shape[0] <= w.shape[1] else w.t() @ w
+
+
+def normalized_penalty(model: nn.Module, lam: float) -> torch.Tensor:
+    """Per-layer-normalised orthogonality penalty (eq. 11, ``--constraint soft``).
+
+    ``sum_i ||G_i / lambda^2 - I||_F^2 / min(out_i, in_i)`` where ``G_i`` is the smaller Gram
+    matrix of ``W_i`` (``W W^T`` for wide, ``W^T W`` for tall matrices; the larger Gram would
+    add ``|in - out|`` for the directions a non-square matrix cannot fill). As ``G`` is
+    symmetric with eigenvalues ``s^2`` (``s`` the singular values of ``W``), each term is the
+    mean of ``(s^2/lambda^2 - 1)^2`` over the ``min(out, in)`` singular values: 0 exactly for
+    ``lambda`` times an orthogonal (Parseval) matrix, independent of the layer's size, and
+    unchanged when ``W`` and ``lambda`` scale together.
+
+    Args:
+        model: Network; modules marked digital are skipped (conv weights as
+            ``(out, in*kh*kw)``).
+        lam: Target spectral norm ``lambda`` (> 0).
+
+    Returns:
+        Scalar tensor (differentiable w.r.t. the weights); 0 if there is no analog layer.
+
+    Raises:
+        UsageError: ``lam <= 0``.
+    """
+    if not (math.isfinite(lam) and lam > 0):
+        raise UsageError(f"lambda must be a finite number > 0, got {lam!r}")
+    total = None
+    for _, module in analog_layers(model):
+        gram = _small_gram(_matrix(module)) / (lam * lam)
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        term = (gram - eye).pow(2).sum() / gram.shape[0]
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total
+
+
+@torch.no_grad()
+def parseval_retract(model: nn.Module, lam: float) -> None:
+    """Set every analog weight to ``lambda`` times its polar factor (``--constraint hard``).
+
+    ``W = U S V^T`` (thin SVD of the ``(out, in)`` matrix, conv ``(out, in*kh*kw)``) becomes
+    ``lambda U V^T``: the nearest matrix (in Frobenius norm) whose ``min(out, in)`` singular
+    values all equal ``lambda``, so ``W W^T = lambda^2 I`` (wide) or ``W^T W = lambda^2 I``
+    (tall) holds to float precision. Biases are untouched. Called after every optimizer step,
+    this is a projected-gradient method on the scaled Stiefel manifold.
+
+    Args:
+        model: Network, modified in place; modules marked digital are skipped.
+        lam: Target spectral norm ``lambda`` (> 0).
+
+    Raises:
+        UsageError: ``lam <= 0``.
+    """
+    if not (math.isfinite(lam) and lam > 0):
+        raise UsageError(f"lambda must be a finite number > 0, got {lam!r}")
+    for _, module in analog_layers(model):
+        w = module.weight
+        u, _, vh = torch.linalg.svd(w.flatten(1).double(), full_matrices=False)
+        w.copy_((lam * (u @ vh)).to(w.dtype).reshape(w.shape))

@@ -36,8 +36,8 @@ class Preset:
     """Adam learning rate of network training."""
     train_limit: int | None = None
     """Training images used (None: the whole training split)."""
-    lipschitz_beta: float = 1e-3
-    """beta of the orthogonality penalty (eq. 9)."""
+    lipschitz_beta: float = 0.1
+    """beta of the per-layer-normalised orthogonality penalty (eq. 11, ``--constraint soft``)."""
     lipschitz_output_scale: bool = True
     """Learn a digital logit scale for the Lipschitz network (never varied)."""
     base: str = "lipschitz"

@@ -3,8 +3,12 @@
 Methods (``TrainConfig.method``):
 
 - ``plain``: cross-entropy.
-- ``lipschitz``: ``CE + beta * sum_i ||W_i^T W_i - lambda^2 I||_F^2`` with
-  ``lambda = lipschitz_lambda(sigma, k)``; per-layer spectral norms are logged every epoch.
+- ``lipschitz``: ``lambda = lipschitz_lambda(sigma, k)``; ``constraint="soft"``:
+  ``CE + beta * sum_i ||W_i W_i^T / lambda^2 - I||_F^2 / min(out_i, in_i)`` (eq. 11,
+  :func:`~correctnet.lipschitz.normalized_penalty`); ``constraint="hard"``: CE only, every
+  analog weight set to ``lambda`` times its polar factor before training and after every
+  optimizer step (:func:`~correctnet.lipschitz.parseval_retract`). Per-layer spectral norms
+  and :func:`~correctnet.diagnostics.layer_diagnostics` are logged every epoch.
 - ``variation-aware``: every batch draws a fresh ``w * exp(theta)``, ``theta ~ N(0, sigma^2)``
   per weight, into every analog Linear/Conv2d weight (modules marked digital are left alone);
   the forward pass uses ``torch.func.functional_call`` with the perturbed weights, so the
@@ -36,13 +40,17 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from correctnet.checkpoint import _load_error_summary, read_checkpoint, save_checkpoint
+from correctnet.diagnostics import layer_diagnostics
 from correctnet.errors import CheckpointError, TrainingError, UsageError
-from correctnet.lipschitz import lipschitz_lambda, orthogonality_penalty, spectral_norms
+from correctnet.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
+                                  spectral_norms)
 from correctnet.models import output_scale_of, set_output_scale
 
 #: Training methods accepted by :class:`TrainConfig`.
 METHODS: tuple[str, ...] = ("plain", "lipschitz", "variation-aware")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+#: Lipschitz constraints accepted by :class:`TrainConfig`.
+CONSTRAINTS: tuple[str, ...] = ("soft", "hard")
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,10 @@ class TrainConfig:
     sigma: float = 0.5
     """Lognormal variation std of ``theta`` (unitless, >= 0): sets lambda (lipschitz) or the
     sampled variation (variation-aware)."""
-    beta: float = 1e-3
-    """Weight of the orthogonality penalty (>= 0; lipschitz only)."""
+    beta: float = 0.1
+    """Weight of the per-layer-normalised orthogonality penalty (>= 0; lipschitz, soft)."""
+    constraint: str = "soft"
+    """Lipschitz constraint: ``"soft"`` (penalty) or ``"hard"`` (retraction; lipschitz only)."""
     k: float = 1.0
     """Target Lipschitz constant in lambda (> 0; lipschitz only)."""
     weight_decay: float = 0.0
@@ -86,6 +96,8 @@ class TrainConfig:
 
         if self.method not in METHODS:
             raise bad("method", self.method, " | ".join(METHODS))
+        if self.constraint not in CONSTRAINTS:
+            raise bad("constraint", self.constraint, " | ".join(CONSTRAINTS))
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", self.optimizer, " | ".join(OPTIMIZERS))
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -243,13 +255,16 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         meta: Base checkpoint metadata (``model``, ``dataset``, ``num_classes``,
             ``in_channels``, ``input_size`` are needed to reload); training adds ``method``,
             ``sigma``, ``beta``, ``k``, ``epoch``, ``epochs``, ``test_accuracy``, ``history``,
-            ``train_config``, ``output_scale``, ``learn_output_scale``.
+            ``train_config``, ``output_scale``, ``learn_output_scale``, ``diagnostics`` (lipschitz:
+            the last epoch's :func:`~correctnet.diagnostics.layer_diagnostics`, else None).
         device: Device to train on (``"cpu"``, ``"cuda"``); ``None``: the model's device.
 
     Returns:
         History dict of per-epoch lists: ``epoch``, ``train_loss``, ``train_accuracy``,
         ``penalty`` (lipschitz), ``test_accuracy`` (fractions), ``spectral_norms`` (lipschitz:
-        one ``{layer: norm}`` dict per epoch), ``seconds``; plus ``lambda``.
+        one ``{layer: norm}`` dict per epoch), ``diagnostics`` (lipschitz: one
+        :func:`~correctnet.diagnostics.layer_diagnostics` dict per epoch, conv operator norms
+        at the training images' size), ``seconds``; plus ``lambda``.
 
     Raises:
         UsageError: Bad device. CheckpointError: resume from an incompatible checkpoint, or
@@ -278,7 +293,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
     lam = cfg.lam
     history: dict[str, Any] = {"epoch": [], "train_loss": [], "train_accuracy": [],
                                "penalty": [], "test_accuracy": [], "spectral_norms": [],
-                               "seconds": [], "lambda": lam}
+                               "seconds": [], "lambda": lam, "diagnostics": []}
     start = 0
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and path is not None and path.is_file():
@@ -294,6 +309,10 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         if old.get("method") != cfg.method:
             raise CheckpointError(f"cannot resume from {path}: it was trained with method "
                                   f"{old.get('method')!r}, not {cfg.method!r}")
+        old_constraint = (old.get("train_config") or {}).get("constraint", "soft")
+        if cfg.method == "lipschitz" and old_constraint != cfg.constraint:
+            raise CheckpointError(f"cannot resume from {path}: it was trained with constraint "
+                                  f"{old_constraint!r}, not {cfg.constraint!r}")
         diffs = resume_differences(old, cfg, meta)
         if diffs:
             raise CheckpointError(f"cannot resume from {path}: it was trained with other "
@@ -302,6 +321,9 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         history = dict(old.get("history") or history)
         start = int(old.get("epoch", 0))
         model.to(dev)
+    hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
+    if hard and start == 0:
+        parseval_retract(model, lam)
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         if isinstance(getattr(train_loader, "generator", None), torch.Generator):
@@ -321,14 +343,16 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
                 logits = model(x)
             loss = F.cross_entropy(logits, y)
             total = loss
-            if cfg.method == "lipschitz" and cfg.beta > 0:
-                pen = orthogonality_penalty(model, lam)
+            if cfg.method == "lipschitz" and cfg.beta > 0 and not hard:
+                pen = normalized_penalty(model, lam)
                 total = loss + cfg.beta * pen
                 pen_sum += float(pen.detach())
             _check_loss(total.detach(), cfg, epoch, batches + 1, path)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            if hard:
+                parseval_retract(model, lam)
             loss_sum += float(loss.detach())
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += int(y.numel())
@@ -343,6 +367,9 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         history["test_accuracy"].append(test_acc)
         history["spectral_norms"].append(spectral_norms(model)
                                          if cfg.method == "lipschitz" else None)
+        history.setdefault("diagnostics", []).append(
+            layer_diagnostics(model, lam, x[:1] if batches else None)
+            if cfg.method == "lipschitz" else None)
         history["seconds"].append(time.perf_counter() - t0)
         _check_weights(model, cfg, epoch, path)
         if path is not None:
@@ -352,7 +379,8 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
                               "k": cfg.k, "epoch": epoch, "epochs": cfg.epochs,
                               "test_accuracy": test_acc, "history": history,
                               "train_config": cfg.to_dict(), "output_scale": scale,
-                              "learn_output_scale": learn})
+                              "learn_output_scale": learn,
+                              "diagnostics": history["diagnostics"][-1]})
             opt_state = optimizer.state_dict()
             save_checkpoint(path, model, full_meta, optimizer_state=opt_state)
             if cfg.keep_epoch_checkpoints:

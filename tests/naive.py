@@ -150,6 +150,30 @@ def orthogonality_term(w, lam):
     return total
 
 
+def normalized_orthogonality_term(w, lam):
+    """||G / lam^2 - I||_F^2 / min(out, in) with G the smaller Gram of W, by plain loops."""
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape[0] > w.shape[1]:
+        w = w.T
+    n = w.shape[0]
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            g = float(np.dot(w[i], w[j])) / lam**2
+            total += (g - (1.0 if i == j else 0.0)) ** 2
+    return total / n
+
+
+def conv_dense_matrix(w, in_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """The convolution (no bias) on inputs of shape in_shape = (C, H, W) as a dense matrix of
+    shape (out*Ho*Wo, C*H*W): column k is the loop convolution of the k-th unit image."""
+    size = int(np.prod(in_shape))
+    basis = np.eye(size).reshape(size, *in_shape)
+    out = mapping_conv_as_matmul(basis, np.asarray(w, dtype=np.float64), None, stride, padding,
+                                 dilation)
+    return out.reshape(size, -1).T
+
+
 def spectral_norm(w):
     """Largest singular value of a matrix via the eigenvalues of W^T W."""
     w = np.asarray(w, dtype=np.float64)

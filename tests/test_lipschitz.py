@@ -8,7 +8,8 @@ from mapping import analog_layers, mark_digital
 
 from correctnet.errors import UsageError
 from correctnet.lipschitz import (
-    lipschitz_lambda, orthogonality_penalty, spectral_norms)
+    lipschitz_lambda, normalized_penalty, orthogonality_penalty, parseval_retract,
+    spectral_norms)
 from correctnet.models import build_model
 import naive
 
@@ -72,3 +73,63 @@ def test_digital_modules_are_skipped():
     only = float(only.detach())
     assert float(orthogonality_penalty(model, 0.3).detach()) == pytest.approx(only)
     assert math.isfinite(only)
+
+
+def test_normalized_penalty_matches_naive_per_layer():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(7, 3), nn.Linear(3, 9), nn.Conv2d(2, 4, 3), nn.Linear(5, 5))
+    lam = 0.34
+    got = float(normalized_penalty(model, lam).detach())
+    want = sum(naive.normalized_orthogonality_term(m.weight.detach().flatten(1).double().numpy(),
+                                                   lam)
+               for m in model if hasattr(m, "weight"))
+    assert got == pytest.approx(want, rel=1e-5)
+    # every layer counts the same: a term is the mean of (s^2/lam^2 - 1)^2 over singular values
+    for m in model:
+        s = torch.linalg.svdvals(m.weight.detach().flatten(1).double())
+        mean = float(((s**2 / lam**2 - 1) ** 2).mean())
+        assert float(normalized_penalty(m, lam).detach()) == pytest.approx(mean, rel=1e-5)
+
+
+def test_normalized_penalty_is_size_and_scale_invariant():
+    q, _ = torch.linalg.qr(torch.randn(40, 40, generator=torch.Generator().manual_seed(3)))
+    small, big = nn.Linear(4, 4, bias=False), nn.Linear(40, 40, bias=False)
+    with torch.no_grad():
+        small.weight.copy_(torch.diag(torch.tensor([1.0, 1.0, 2.0, 2.0])) * 0.3)
+        big.weight.copy_(q @ torch.diag(torch.tensor([1.0, 2.0] * 20)) * 0.3)
+    a = float(normalized_penalty(small, 0.3).detach())
+    assert a == pytest.approx(float(normalized_penalty(big, 0.3).detach()), rel=1e-5)
+    assert a == pytest.approx(4.5, rel=1e-5)  # mean of (1-1)^2 and (4-1)^2
+    with torch.no_grad():
+        small.weight.mul_(3.0)
+    assert float(normalized_penalty(small, 0.9).detach()) == pytest.approx(a, rel=1e-5)
+    with pytest.raises(UsageError, match="lambda"):
+        normalized_penalty(small, 0.0)
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (8, 3), (5, 5), (4, 2, 3, 3)])
+def test_parseval_retract_sets_every_singular_value_to_lambda(shape):
+    torch.manual_seed(4)
+    layer = nn.Conv2d(2, 4, 3) if len(shape) == 4 else nn.Linear(shape[1], shape[0])
+    bias = layer.bias.detach().clone()
+    before = layer.weight.detach().flatten(1).double()
+    parseval_retract(layer, 0.34)
+    after = layer.weight.detach().flatten(1).double()
+    s = torch.linalg.svdvals(after)
+    torch.testing.assert_close(s, torch.full_like(s, 0.34), rtol=1e-5, atol=1e-6)
+    assert float(normalized_penalty(layer, 0.34).detach()) < 1e-8
+    torch.testing.assert_close(layer.bias.detach(), bias)
+    # the polar factor is the nearest such matrix: closer than another Parseval matrix
+    q, _ = torch.linalg.qr(torch.randn(max(before.shape), min(before.shape), dtype=torch.float64))
+    other = 0.34 * (q if before.shape[0] >= before.shape[1] else q.t())
+    assert (after - before).norm() <= (other - before).norm()
+
+
+def test_parseval_retract_skips_digital_layers_and_rejects_bad_lambda():
+    model = nn.Sequential(nn.Linear(4, 4), mark_digital(nn.Linear(4, 4)))
+    digital = model[1].weight.detach().clone()
+    parseval_retract(model, 0.5)
+    torch.testing.assert_close(model[1].weight.detach(), digital)
+    assert spectral_norms(model)["0"] == pytest.approx(0.5, rel=1e-5)
+    with pytest.raises(UsageError, match="lambda"):
+        parseval_retract(model, -1.0)

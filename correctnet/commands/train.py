@@ -12,7 +12,8 @@ from correctnet.commands.argtypes import (nonneg_float, nonneg_int, positive_flo
 EPILOG = """\
 examples:
   correctnet train --model lenet5 --dataset fashion-mnist --epochs 10 --out runs/plain
-  correctnet train --method lipschitz --sigma 0.5 --beta 1e-3 --epochs 10 --out runs/lip
+  correctnet train --method lipschitz --sigma 0.5 --beta 0.1 --epochs 10 --out runs/lip
+  correctnet train --method lipschitz --constraint hard --learn-output-scale --out runs/hard
   correctnet train --method variation-aware --sigma 0.5 --epochs 10 --out runs/va
   correctnet train --method lipschitz --learn-output-scale --epochs 10 --out runs/lip-s
   correctnet train --epochs 10 --out runs/plain --resume       # continue after Ctrl-C
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     from correctnet.data import DATASET_NAMES
     from correctnet.models import MODEL_NAMES
-    from correctnet.training import METHODS, OPTIMIZERS
+    from correctnet.training import CONSTRAINTS, METHODS, OPTIMIZERS
 
     p = subparsers.add_parser(
         "train", help="train a network to a checkpoint (plain, lipschitz, variation-aware)",
@@ -50,8 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma", type=nonneg_float, default=0.5,
                    help="variation std: sets lambda (lipschitz) or the sampled "
                         "variation (variation-aware) (0.5)")
-    p.add_argument("--beta", type=nonneg_float, default=1e-3,
-                   help="orthogonality penalty weight, lipschitz only (1e-3)")
+    p.add_argument("--beta", type=nonneg_float, default=None,
+                   help="weight of the per-layer-normalised orthogonality penalty, lipschitz "
+                        "--constraint soft only (0.1)")
+    p.add_argument("--constraint", choices=CONSTRAINTS, default=None,
+                   help="lipschitz only: soft = penalty (eq. 11), hard = every analog weight "
+                        "held at lambda x orthogonal by an SVD retraction each step (soft)")
     p.add_argument("--k", type=positive_float, default=1.0,
                    help="target Lipschitz constant in lambda (1)")
     p.add_argument("--output-scale", type=positive_float, default=1.0,
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from correctnet.data import dataset_info, load_dataset, make_loader
+    from correctnet.diagnostics import format_diagnostics
     from correctnet.errors import UsageError
     from correctnet.models import build_model
     from correctnet.runstore import ensure_output_dir
@@ -83,10 +89,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    if args.method != "lipschitz" and (args.constraint is not None or args.beta is not None):
+        raise UsageError("--constraint and --beta apply to --method lipschitz only")
+    if args.constraint == "hard" and args.beta is not None:
+        raise UsageError("--beta sets the soft penalty; --constraint hard has none")
     ensure_output_dir(args.out)   # before loading data and training
     cfg = TrainConfig(method=args.method, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, optimizer=args.optimizer, sigma=args.sigma,
-                      beta=args.beta, k=args.k, weight_decay=args.weight_decay, seed=args.seed,
+                      beta=0.1 if args.beta is None else args.beta,
+                      constraint=args.constraint or "soft",
+                      k=args.k, weight_decay=args.weight_decay, seed=args.seed,
                       output_scale=args.output_scale,
                       learn_output_scale=args.learn_output_scale,
                       output_scale_lr=args.output_scale_lr)
@@ -121,9 +133,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(path), "test_accuracy": acc,
                           "epochs": history["epoch"], "history": history}))
         return 0
-    for epoch, loss, test_acc in zip(history["epoch"], history["train_loss"],
-                                     history["test_accuracy"]):
+    diags = history.get("diagnostics") or [None] * len(history["epoch"])
+    for epoch, loss, test_acc, diag in zip(history["epoch"], history["train_loss"],
+                                           history["test_accuracy"], diags):
         print(f"epoch {epoch:3d}  train loss {loss:.4f}  test accuracy {100 * test_acc:.2f}%")
+        if diag:
+            print(f"  sigma_max/sigma_min: {format_diagnostics(diag, history['lambda'])}")
     if cfg.method == "lipschitz" and history["spectral_norms"]:
         norms = history["spectral_norms"][-1]
         print(f"spectral norms (lambda {history['lambda']:.4f}): "
