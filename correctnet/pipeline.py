@@ -55,7 +55,7 @@ _METHOD = {"plain": "plain", "lipschitz": "lipschitz", "variation_aware": "varia
 
 
 def xbar_config(sigma: float, tile: int = 128, *, dac_bits: int | None = None,
-                adc_bits: int | None = None):
+                adc_bits: int | None = None, line_resistance: float = 0.0):
     """The paper's hardware model: weight-level lognormal variation, ideal DAC/ADC by default.
 
     Args:
@@ -63,10 +63,12 @@ def xbar_config(sigma: float, tile: int = 128, *, dac_bits: int | None = None,
         tile: Tile rows = columns.
         dac_bits: DAC resolution (None: ideal).
         adc_bits: ADC resolution (None: ideal).
+        line_resistance: Ohm per word/bit-line segment (0: ideal wires; > 0: IR drop).
     """
     from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 
-    return XbarConfig(tile=TileConfig(n_rows=tile, n_cols=tile),
+    return XbarConfig(tile=TileConfig(n_rows=tile, n_cols=tile,
+                                      line_resistance=float(line_resistance)),
                       device=DeviceConfig(sigma=float(sigma), level="weight"),
                       dac=DACConfig(bits=dac_bits), adc=ADCConfig(bits=adc_bits))
 
@@ -153,8 +155,11 @@ class Pipeline:
 
     def monte_carlo(self, model: nn.Module, *, sigma: float, samples: int,
                     limit: int | None, tile: int | None = None, seed: int | None = None,
-                    layers=None, bits: int | None = None, converted: bool = False) -> dict:
+                    layers=None, bits: int | None = None, converted: bool = False,
+                    line_resistance: float = 0.0) -> dict:
         """Monte-Carlo accuracy of ``model`` on the first ``limit`` test images.
+
+        ``line_resistance`` (ohm per wire segment) > 0 solves every tile with IR drop.
 
         Returns:
             ``{"mean", "std", "accuracies"}`` (fractions).
@@ -163,7 +168,8 @@ class Pipeline:
 
         analog = model
         if not converted:
-            cfg = xbar_config(sigma, tile or self.preset.tile, dac_bits=bits, adc_bits=bits)
+            cfg = xbar_config(sigma, tile or self.preset.tile, dac_bits=bits, adc_bits=bits,
+                              line_resistance=line_resistance)
             analog = convert_to_crossbar(model, cfg)
         if self.device is not None and torch.device(self.device).type == "cuda":
             from mapping import set_backend

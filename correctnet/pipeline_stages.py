@@ -244,7 +244,10 @@ def evaluate_correctnet(pipe: Pipeline) -> dict:
 
 
 def sweeps(pipe: Pipeline) -> dict:
-    """Accuracy vs sigma for every network; sigma x tile size (8-bit DAC/ADC) for CorrectNet."""
+    """Accuracy vs sigma for every network; sigma x tile size (8-bit DAC/ADC) for CorrectNet.
+
+    The sigma x tile-size map runs with ``preset.line_resistance`` ohm per wire segment.
+    """
     p = pipe.preset
     nets = {v: pipe.network(v) for v in VARIANTS}
     nets["correctnet"] = pipe.correctnet_network()
@@ -264,12 +267,14 @@ def sweeps(pipe: Pipeline) -> dict:
         row = []
         for s in p.sweep_sigmas:
             r = pipe.monte_carlo(nets["correctnet"], sigma=s, samples=p.sweep_samples,
-                                 limit=p.sweep_test_limit, tile=tile, bits=8)
+                                 limit=p.sweep_test_limit, tile=tile, bits=8,
+                                 line_resistance=p.line_resistance)
             row.append(r["mean"])
         tile_map.append(row)
     return {"sigma": sigma_curves,
             "tile_map": {"tiles": list(p.tile_sizes), "sigmas": list(p.sweep_sigmas),
-                         "mean": tile_map, "dac_bits": 8, "adc_bits": 8}}
+                         "mean": tile_map, "dac_bits": 8, "adc_bits": 8,
+                         "line_resistance": p.line_resistance}}
 
 
 def report(pipe: Pipeline) -> dict:

@@ -89,6 +89,11 @@ class Preset:
     """Tile sizes of the sigma x tile-size map."""
     seed: int = 0
     """Seed of training, search and Monte-Carlo."""
+    line_resistance: float = 0.0
+    """Ohm per word/bit-line segment of the sigma x tile-size map (0: ideal wires; > 0: every
+    tile solved with IR drop, so larger tiles lose accuracy)."""
+    cost_preset: str = "isaac-32nm"
+    """:data:`mapping.COST_PRESETS` name of the report's energy / latency / area table."""
 
     def __post_init__(self) -> None:
         def bad(field: str, value, valid: str) -> UsageError:
@@ -124,13 +129,28 @@ class Preset:
             raise bad("sweep_sigmas", self.sweep_sigmas, "a non-empty tuple of sigmas >= 0")
         if not self.tile_sizes or any(t < 1 for t in self.tile_sizes):
             raise bad("tile_sizes", self.tile_sizes, "a non-empty tuple of sizes >= 1")
+        if (isinstance(self.line_resistance, bool)
+                or not isinstance(self.line_resistance, (int, float))
+                or not (math.isfinite(self.line_resistance) and self.line_resistance >= 0)):
+            raise bad("line_resistance", self.line_resistance, "a finite number of ohms >= 0")
+        from mapping.cost import COST_PRESETS
+
+        if self.cost_preset not in COST_PRESETS:
+            raise bad("cost_preset", self.cost_preset,
+                      f"one of {', '.join(sorted(COST_PRESETS))}")
         if self.exhaustive_max_plans < 0:
             raise bad("exhaustive_max_plans", self.exhaustive_max_plans, ">= 0")
 
     def to_dict(self) -> dict:
-        """JSON-safe dict (tuples become lists)."""
+        """JSON-safe dict (tuples become lists).
+
+        Fields added after the first release (:data:`_LATER_FIELDS`) are left out while at
+        their defaults, so the stored config of an older run folder still matches and it
+        resumes; :meth:`from_dict` fills them in.
+        """
         return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+                for k, v in dataclasses.asdict(self).items()
+                if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preset:
@@ -138,6 +158,9 @@ class Preset:
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
 
+
+#: Fields added later and their defaults (omitted from :meth:`Preset.to_dict` at default).
+_LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaac-32nm"}
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(

@@ -6,7 +6,9 @@ Built from the stage results stored in a run folder.
 plain network's), ``variants`` (``plain``, ``lipschitz``, ``variation_aware``,
 ``correctnet``; each ``mean``, ``std``, ``clean``; CorrectNet also ``overhead``,
 ``compensated_layers``, ``plan``), ``stages`` (``{name: seconds}``), ``candidates``,
-``search``, ``figures``, ``preset``. Accuracies and overhead are fractions.
+``search``, ``figures``, ``preset``, ``cost`` (:func:`cost_section`: energy, latency and area
+per image of the analog network, of CorrectNet's digital compensators and their overhead).
+Accuracies and overhead are fractions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,87 @@ from correctnet import report_plots
 from correctnet.compensation import format_plan
 from correctnet.runstore import write_json
 
-__all__ = ["build_report", "write_report", "markdown_table"]
+__all__ = ["build_report", "write_report", "markdown_table", "cost_section"]
+
+_COST_KEYS = ("energy_j", "latency_s", "area_mm2")
+
+
+def cost_section(pipe) -> dict:
+    """Hardware cost per image of the base network on crossbars and of CorrectNet.
+
+    Both networks are mapped with the preset's tile and ``line_resistance`` (no variation,
+    ideal converters: cost does not depend on them) and costed by
+    :func:`mapping.hardware_report` with the constants ``preset.cost_preset`` on one test
+    image's shape. CorrectNet's compensators run on the digital path, so its analog part is
+    the base network's; ``compensators`` is CorrectNet's cost minus the base network's and
+    ``overhead`` that difference as a fraction of the base network's cost::
+
+        overhead_x = (x_correctnet - x_network) / x_network,  x in {energy, latency, area}
+
+    Returns:
+        ``{"preset", "source", "tile", "line_resistance", "network", "compensators",
+        "correctnet", "overhead", "weights_overhead"}``; ``network`` / ``correctnet`` hold
+        ``energy_j`` (J per image), ``latency_s`` (s per image), ``area_mm2``, ``analog``
+        (the crossbar part of those) and ``digital_macs``; ``compensators`` the three
+        differences, ``macs`` and ``layers`` (the compensators' digital layers).
+    """
+    from mapping import convert_to_crossbar, hardware_report
+    from mapping.cost import CostConstants
+
+    from correctnet.pipeline import xbar_config
+
+    p = pipe.preset
+    consts = CostConstants.preset(p.cost_preset)
+    cfg = xbar_config(0.0, p.tile, line_resistance=p.line_resistance)
+    shape = tuple(pipe.dataset_split("test", 1)[0][0].shape)
+    comp = pipe.store.result("train_compensation")
+    base = pipe.network(p.base)
+    nets = {"network": base, "correctnet": pipe.correctnet_network() if comp["plan"] else base}
+    reports = {k: hardware_report(convert_to_crossbar(m, cfg), input_shape=shape, cost=consts)
+               for k, m in nets.items()}
+    parts = {k: dict({c: float(r.cost_total[c]) for c in _COST_KEYS},
+                     analog={c: float(r.total[c]) for c in _COST_KEYS},
+                     digital_macs=int(r.digital["total"]["macs"]))
+             for k, r in reports.items()}
+    net, cn = parts["network"], parts["correctnet"]
+    base_layers = {row["name"] for row in reports["network"].digital["rows"]}
+    compensators = {c: cn[c] - net[c] for c in _COST_KEYS}
+    compensators["macs"] = cn["digital_macs"] - net["digital_macs"]
+    compensators["layers"] = [row["name"] for row in reports["correctnet"].digital["rows"]
+                              if row["name"] not in base_layers]
+    return {"preset": consts.name, "source": consts.source, "tile": p.tile,
+            "line_resistance": p.line_resistance, "network": net,
+            "compensators": compensators, "correctnet": cn,
+            "overhead": {c: compensators[c] / net[c] if net[c] else 0.0 for c in _COST_KEYS},
+            "weights_overhead": comp["overhead"]}
+
+
+def cost_markdown(cost: dict, base: str) -> list[str]:
+    """The report's hardware-cost table (per image) as markdown lines."""
+    def row(name: str, part: dict, macs: int) -> str:
+        return (f"| {name} | {part['energy_j']:.3e} | {part['latency_s']:.3e} "
+                f"| {part['area_mm2']:.4f} | {macs:,} |")
+
+    o = cost["overhead"]
+    wires = (f", wires {cost['line_resistance']:g} ohm/segment"
+             if cost.get("line_resistance") else "")
+    return [
+        f"## Hardware cost per image (constants `{cost['preset']}`, tiles "
+        f"{cost['tile']}x{cost['tile']}{wires})",
+        "",
+        "| part | energy (J/image) | latency (s/image) | area (mm^2) | digital MACs |",
+        "|---|---|---|---|---|",
+        row(f"analog network ({base} on crossbars)", cost["network"],
+            cost["network"]["digital_macs"]),
+        row("CorrectNet compensators (digital path)", cost["compensators"],
+            cost["compensators"]["macs"]),
+        row("CorrectNet (network + compensators)", cost["correctnet"],
+            cost["correctnet"]["digital_macs"]),
+        f"| compensation overhead % | {_pct(o['energy_j'])} | {_pct(o['latency_s'])} "
+        f"| {_pct(o['area_mm2'])} | weights {_pct(cost['weights_overhead'])} |",
+        "",
+        f"Constants: {cost['source']}",
+    ]
 
 
 def build_report(pipe) -> dict:
@@ -49,6 +131,7 @@ def build_report(pipe) -> dict:
                                  for k, r in search["limits"].items()},
                    "exhaustive": search["exhaustive"]},
         "preset": p.to_dict(),
+        "cost": cost_section(pipe),
     }
 
 
@@ -120,6 +203,8 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {100 * float(k):g} | `{format_plan(r['plan'])}` | {_pct(r['mean'])} "
                      f"| {_pct(r['std'])} | {_pct(r['overhead'])} | {r['reward']:.4f} "
                      f"| {'-' if opt is None else f'{opt:.4f}'} |")
+    if report.get("cost"):              # report.json of runs before the cost section lack it
+        lines += [""] + cost_markdown(report["cost"], cn["base"])
     lines += ["", "## Figures", ""]
     for title, fname in report.get("figures", {}).items():
         lines.append(f"![{title}]({fname})")

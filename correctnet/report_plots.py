@@ -124,6 +124,8 @@ def plot_tile_map(tile_map: dict, path: str | Path) -> Path:
     ax.set_yticklabels([str(t) for t in tiles])
     ax.set_xlabel("variation sigma")
     ax.set_ylabel("tile size (rows = cols)")
-    ax.set_title("CorrectNet accuracy (%), 8-bit DAC/ADC")
+    wires = tile_map.get("line_resistance") or 0
+    ax.set_title("CorrectNet accuracy (%), 8-bit DAC/ADC"
+                 + (f", wires {wires:g} ohm/segment" if wires else ""))
     fig.colorbar(im, ax=ax, label="accuracy (%)")
     return _save(fig, path)

@@ -29,8 +29,9 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
     Args:
         task: ``path``, ``digest`` (checkpoint SHA-256), ``limit``, ``data_dir``,
             ``batch_size``, ``sigma``, ``tile``, ``adc_bits``, ``dac_bits``, ``level``,
-            ``samples``, ``seed``, ``backend``, and ``threads`` (compute threads of this
-            process, None: leave as is).
+            ``samples``, ``seed``, ``backend``, ``line_resistance`` (ohm per segment, default
+            0), ``cost`` (preset name, default ``isaac-32nm``) and ``threads`` (compute
+            threads of this process, None: leave as is).
 
     Returns:
         :func:`correctnet.commands.simulate.simulate_model`'s dict (JSON-safe).
@@ -44,6 +45,8 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
     model, loader, clean = _loaded(str(task["path"]), task["digest"], task["limit"],
                                    task["data_dir"], task["batch_size"])
     config = make_xbar_config(task["sigma"], task["tile"], adc_bits=task["adc_bits"],
-                              dac_bits=task["dac_bits"], level=task["level"])
+                              dac_bits=task["dac_bits"], level=task["level"],
+                              line_resistance=task.get("line_resistance", 0.0))
     return simulate_model(model, loader, config, samples=task["samples"], seed=task["seed"],
-                          backend=task["backend"], progress=False, clean_accuracy=clean)
+                          backend=task["backend"], progress=False, clean_accuracy=clean,
+                          cost=task.get("cost", "isaac-32nm"))

@@ -229,3 +229,139 @@ def test_sweep_killed_with_sigkill_then_rerun(trained, full_sweep, tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{6 - done_before} computed, {done_before} already stored" in rerun.stdout
     assert _rows(db) == _rows(full_sweep / "sweep.db")
+
+
+def test_simulate_cost_preset(trained, capsys):
+    base = ["simulate", "--checkpoint", str(trained), "--sigma", "0", "--samples", "1",
+            "--limit", "64", "--json"]
+    assert main(base) == 0
+    isaac = json.loads(capsys.readouterr().out)
+    assert main(base + ["--cost-preset", "neurram-130nm"]) == 0
+    neurram = json.loads(capsys.readouterr().out)
+    assert isaac["hardware"]["cost"] == "isaac-32nm"
+    assert neurram["hardware"]["cost"] == "neurram-130nm"
+    assert neurram["cost"]["energy_j"] != isaac["cost"]["energy_j"]
+    assert main(base[:-1] + ["--cost-preset", "neurram-130nm"]) == 0
+    assert "(constants neurram-130nm)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+def test_unknown_cost_preset_is_one_line(trained, tmp_path, command, capsys):
+    extra = ["--sigma", "0.1", "--out", str(tmp_path / "o")] if command == "sweep" else []
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--checkpoint", str(trained), *extra, "--cost-preset", "nope"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--cost-preset" in err and "unknown cost preset 'nope'" in err
+    assert "isaac-32nm, neurram-130nm" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_parse_line_resistances():
+    from correctnet.commands.sweep import parse_line_resistances
+
+    assert parse_line_resistances("2,0,2") == [0.0, 2.0]
+    assert parse_line_resistances("0.5") == [0.5]
+    for bad in ("-1", "a,1", "", "inf", "nan"):
+        with pytest.raises(UsageError, match="--line-resistance"):
+            parse_line_resistances(bad)
+
+
+def test_sweep_bad_line_resistance(trained, tmp_path, capsys):
+    assert main(["sweep", "--checkpoint", str(trained), "--sigma", "0.1",
+                 "--line-resistance", "0,-2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--line-resistance" in err and "\n" not in err
+    assert not (tmp_path / "o" / "sweep.db").exists()
+
+
+def test_point_key_unchanged_by_default_axes():
+    from correctnet.sweep_store import point_key, point_settings
+
+    base = {"checkpoint_sha256": "ab", "sigma": 0.3, "tile": 32, "adc_bits": 8,
+            "dac_bits": 8, "level": "weight", "samples": 2, "seed": 0, "limit": 64}
+    # the key main's sweep stored for this point before the line-resistance axis existed
+    assert point_key(point_settings(base)) == (
+        "10ab76fad2f35d3c0c4a4f571a698186e8491180f1298be639712d044ec6946b")
+    assert point_settings(base, line_resistance=0.0, cost="isaac-32nm") == base
+    keys = {point_key(point_settings(base, line_resistance=r, cost=c))
+            for r in (0, 2) for c in ("isaac-32nm", "neurram-130nm")}
+    assert len(keys) == 4
+
+
+IRDROP = ["--sigma", "0", "--tile", "32,128", "--line-resistance", "0,2", "--samples", "1",
+          "--limit", "64", "--adc-bits", "none", "--dac-bits", "none"]
+
+
+def test_sweep_line_resistance_axis_and_cost_columns(trained, tmp_path, capsys):
+    import csv
+
+    args = ["sweep", "--checkpoint", str(trained), *IRDROP, "--cost-preset", "neurram-130nm",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "x 2 line resistance = 4 points" in capsys.readouterr().out
+    with sqlite3.connect(tmp_path / "sweep.db") as con:
+        stored = con.execute("SELECT tile, line_resistance, mean, clean_accuracy, config "
+                             "FROM points").fetchall()
+    assert sorted((t, r) for t, r, *_ in stored) == [(32, 0.0), (32, 2.0), (128, 0.0),
+                                                      (128, 2.0)]
+    for tile, ohms, mean, clean, config in stored:
+        config = json.loads(config)
+        assert config["xbar"]["tile"]["line_resistance"] == ohms
+        assert config.get("line_resistance", 0.0) == ohms and config["cost"] == "neurram-130nm"
+        if ohms == 0:               # ideal wires and converters, no variation: digital result
+            assert mean == pytest.approx(clean, abs=1 / 64)
+    with open(tmp_path / "sweep.csv", newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    assert len(lines) == 4 and {line["line_resistance"] for line in lines} == {"0.0", "2.0"}
+    assert {line["cost_preset"] for line in lines} == {"neurram-130nm"}
+    for line in lines:
+        assert float(line["energy_j"]) > 0 and float(line["latency_s"]) > 0
+        assert float(line["area_mm2"]) > 0
+    area = {int(line["tile"]): float(line["area_mm2"]) for line in lines}
+    assert area[32] != area[128]
+    assert main(args) == 0
+    assert "0 computed, 4 already stored" in capsys.readouterr().out
+    assert (tmp_path / "heatmap_sigma_tile.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_rows_labels_per_line_resistance():
+    from correctnet.commands.sweep import plot_rows
+
+    rows = [{"label": "a", "line_resistance": 0.0}, {"label": "a", "line_resistance": 2.0}]
+    assert [r["label"] for r in plot_rows(rows)] == ["a 0 ohm", "a 2 ohm"]
+    assert plot_rows(rows[:1]) == rows[:1]
+
+
+def test_old_sweep_database_resumes(trained, full_sweep, tmp_path, capsys):
+    """A sweep.db written before the line-resistance column: migrated, every point kept."""
+    import shutil
+
+    db = tmp_path / "sweep.db"
+    shutil.copy(full_sweep / "sweep.db", db)
+    with sqlite3.connect(db) as con:       # the table as the previous release created it
+        con.executescript(
+            "CREATE TABLE old AS SELECT key, checkpoint, label, sigma, tile, clean_accuracy,"
+            " mean, std, samples, accuracies, config, hardware, seconds, created FROM points;"
+            " DROP TABLE points; ALTER TABLE old RENAME TO points;")
+        assert "line_resistance" not in {r[1] for r in con.execute("PRAGMA table_info(points)")}
+    assert main(["sweep", "--checkpoint", str(trained), *SWEEP, "--out", str(tmp_path)]) == 0
+    assert "0 computed, 6 already stored" in capsys.readouterr().out
+    with sqlite3.connect(db) as con:
+        assert {r[0] for r in con.execute("SELECT line_resistance FROM points")} == {0.0}
+    assert _rows(db) == _rows(full_sweep / "sweep.db")
+    assert (tmp_path / "sweep.csv").read_text().splitlines()[0].startswith(
+        "label,checkpoint,sigma,tile,line_resistance")
+
+
+def test_worker_point_passes_line_resistance_and_cost(trained):
+    from correctnet.sweep_point import evaluate_point
+    from correctnet.sweep_store import file_digest
+
+    task = {"path": str(trained), "digest": file_digest(trained), "limit": 64,
+            "data_dir": None, "batch_size": 64, "sigma": 0.0, "tile": 64, "adc_bits": None,
+            "dac_bits": None, "level": "weight", "samples": 1, "seed": 0, "backend": None,
+            "threads": None, "line_resistance": 2.0, "cost": "neurram-130nm"}
+    result = evaluate_point(task)
+    assert result["config"]["tile"]["line_resistance"] == 2.0
+    assert result["hardware"]["cost"] == "neurram-130nm"

@@ -78,6 +78,26 @@ def test_tiny_end_to_end_report(tiny_run):
     assert plans and all({"plan", "mean", "std"} <= set(e) for e in plans.values())
 
 
+def test_report_cost_section(tiny_run):
+    report = json.loads((tiny_run["out"] / "report.json").read_text())
+    cost = report["cost"]
+    assert cost["preset"] == "isaac-32nm" and cost["line_resistance"] == 0.0
+    assert cost["weights_overhead"] == report["variants"]["correctnet"]["overhead"]
+    net, comp, cn = cost["network"], cost["compensators"], cost["correctnet"]
+    for key in ("energy_j", "latency_s", "area_mm2"):
+        assert net[key] > 0
+        assert cn[key] == pytest.approx(net[key] + comp[key])
+        assert cost["overhead"][key] == pytest.approx(comp[key] / net[key])
+    assert cn["analog"] == net["analog"]          # compensators add no crossbar work
+    if report["variants"]["correctnet"]["plan"]:
+        assert comp["macs"] > 0 and comp["layers"] and comp["energy_j"] > 0
+    else:
+        assert comp["macs"] == 0 and comp["energy_j"] == 0
+    md = (tiny_run["out"] / "report.md").read_text()
+    assert "Hardware cost per image (constants `isaac-32nm`" in md
+    assert "compensation overhead %" in md and "CorrectNet compensators (digital path)" in md
+
+
 def test_cli_rerun_reports_and_refuses_other_arguments(tiny_run, capsys):
     out = str(tiny_run["out"])
     assert main(["reproduce", "--preset", "tiny", "--out", out, "--no-progress"]) == 0
@@ -169,6 +189,37 @@ def test_preset_validation():
         get_preset("huge")
     p = get_preset("quick")
     assert Preset.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    for bad in (-1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="preset.line_resistance"):
+            Preset(name="x", line_resistance=bad)
+    with pytest.raises(ValueError, match="preset.cost_preset.*isaac-32nm"):
+        Preset(name="x", cost_preset="nope")
+    # fields added later stay out of the stored config at their defaults (old runs resume)
+    assert "line_resistance" not in p.to_dict() and "cost_preset" not in p.to_dict()
+    wired = Preset(name="x", line_resistance=2.0, cost_preset="neurram-130nm")
+    assert wired.to_dict()["line_resistance"] == 2.0
+    assert Preset.from_dict(json.loads(json.dumps(wired.to_dict()))) == wired
+
+
+def test_xbar_config_line_resistance_reaches_monte_carlo(tmp_path, monkeypatch):
+    assert xbar_config(0.1, 64, line_resistance=2.0).tile.line_resistance == 2.0
+    assert xbar_config(0.1, 64).tile.line_resistance == 0.0
+    seen = []
+    import correctnet.pipeline as pipeline_module
+
+    real = pipeline_module.xbar_config
+
+    def spy(*args, **kwargs):
+        cfg = real(*args, **kwargs)
+        seen.append(cfg.tile.line_resistance)
+        return cfg
+
+    monkeypatch.setattr(pipeline_module, "xbar_config", spy)
+    pipe = Pipeline("lenet5", "fashion-mnist", 0.5, tmp_path / "r", get_preset("tiny"),
+                    progress=False)
+    res = pipe.monte_carlo(build_model("lenet5").eval(), sigma=0.0, samples=1, limit=8,
+                           tile=32, line_resistance=2.0)
+    assert seen == [2.0] and 0.0 <= res["mean"] <= 1.0
 
 
 def test_ideal_conv_shortcut_equals_torch_backend():

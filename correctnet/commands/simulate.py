@@ -49,6 +49,16 @@ def parse_bits(text: str) -> int | None:
     return value
 
 
+def parse_cost_preset(text: str) -> str:
+    """Argparse type: a :data:`mapping.COST_PRESETS` name (the error lists the known ones)."""
+    from mapping.cost import COST_PRESETS
+
+    if text not in COST_PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown cost preset {text!r}; known: "
+                                         f"{', '.join(sorted(COST_PRESETS))}")
+    return text
+
+
 def make_xbar_config(sigma: float, tile: int, *, adc_bits: int | None = 8,
                      dac_bits: int | None = 8, level: str = "weight",
                      line_resistance: float = 0.0) -> Any:
@@ -100,7 +110,8 @@ def prepare_checkpoint(path: str | Path, *, limit: int | None = None,
 
 def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, seed: int = 0,
                    backend: str | None = None, progress: bool = True,
-                   clean_accuracy: float | None = None) -> dict[str, Any]:
+                   clean_accuracy: float | None = None,
+                   cost: str = "isaac-32nm") -> dict[str, Any]:
     """Map ``model`` onto crossbars and run the Monte-Carlo evaluation.
 
     Args:
@@ -112,6 +123,7 @@ def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, 
         backend: ``"numba"`` / ``"torch"`` / None (mapping's default).
         progress: Show a progress bar.
         clean_accuracy: Digital accuracy if already known (else computed).
+        cost: :data:`mapping.COST_PRESETS` name of the energy / latency / area constants.
 
     Returns:
         JSON-safe dict: ``clean_accuracy``, ``mean``, ``std``, ``accuracies`` (fractions),
@@ -130,7 +142,7 @@ def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, 
     if backend is not None:
         set_backend(analog, backend)
     result = run_monte_carlo(analog, loader, samples=samples, seed=seed, progress=progress)
-    report = hardware_report(analog)
+    report = hardware_report(analog, cost=cost)
     return {"clean_accuracy": float(clean_accuracy), "mean": float(result.mean),
             "std": float(result.std),
             "accuracies": [float(a) for a in result.accuracies], "samples": int(samples),
@@ -155,6 +167,9 @@ def add_hardware_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluation batch size (1000)")
     p.add_argument("--backend", choices=("numba", "torch"), default=None,
                    help="crossbar execution backend (mapping's default: numba)")
+    p.add_argument("--cost-preset", type=parse_cost_preset, default="isaac-32nm",
+                   metavar="NAME", help="energy / latency / area constants: isaac-32nm or "
+                                        "neurram-130nm (isaac-32nm; see mapping/README.md)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -190,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
 
     compile_seconds = mapping.warmup()
     out = simulate_model(model, loader, config, samples=args.samples, seed=args.seed,
-                         backend=args.backend, progress=not args.json)
+                         backend=args.backend, progress=not args.json,
+                         cost=args.cost_preset)
     out.update({"checkpoint": str(args.checkpoint), "model": meta["model"],
                 "dataset": meta.get("dataset"), "method": meta.get("method"),
                 "sigma": args.sigma, "tile": args.tile, "limit": args.limit,
@@ -208,5 +224,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"clean accuracy      {100 * out['clean_accuracy']:.2f}%")
     print(f"accuracy on xbar    {100 * out['mean']:.2f}% +- {100 * out['std']:.2f}% "
           f"(min {100 * min(out['accuracies']):.2f}%, max {100 * max(out['accuracies']):.2f}%)")
+    c = out["cost"]
+    print(f"cost per inference  {c['energy_j']:.3e} J  {c['latency_s']:.3e} s  "
+          f"{c['area_mm2']:.4f} mm^2 (constants {args.cost_preset})")
     print(out["report"])
     return 0

@@ -1,4 +1,4 @@
-"""``correctnet sweep``: accuracy over a (checkpoint x sigma x tile) grid, resumable.
+"""``correctnet sweep``: accuracy over a (checkpoint x sigma x tile x wire) grid, resumable.
 
 Results go to ``OUT/sweep.db`` (SQLite, one committed row per point, see
 :mod:`correctnet.sweep_store`), then ``OUT/sweep.csv``, ``OUT/accuracy_vs_sigma.png`` and
@@ -26,6 +26,8 @@ examples:
       --sigma 0:1:0.1 --tile 32,64,128,256 --samples 50 --out runs/sweep
   correctnet sweep --checkpoint C --sigma 0.1,0.3,0.5 --tile 128 --samples 20 --limit 1000 \\
       --out /tmp/sweep
+  correctnet sweep --checkpoint C --sigma 0:0.5:0.1 --tile 32,64,128,256 \\
+      --line-resistance 0,2 --adc-bits none --dac-bits none --out runs/irdrop
 
 --sigma takes START:STOP:STEP (STOP included), a comma list, or one value. Rerun the same
 command after Ctrl-C or a crash: finished points are kept in OUT/sweep.db and skipped.
@@ -97,6 +99,31 @@ def parse_tiles(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def parse_line_resistances(text: str) -> list[float]:
+    """Parse a comma list of wire resistances (ohm per segment, finite, >= 0), e.g. ``0,1,2``.
+
+    Raises:
+        UsageError: Not numbers, empty, or a negative or non-finite value.
+    """
+    try:
+        values = [float(p) for p in text.split(",") if p.strip() != ""]
+    except ValueError:
+        raise UsageError(f"--line-resistance {text!r}: expected comma-separated numbers of "
+                         "ohms >= 0, e.g. 0,1,2") from None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise UsageError(f"--line-resistance {text!r}: every value must be a finite number "
+                         "of ohms >= 0")
+    return sorted(set(values))
+
+
+def plot_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the figures: with several line resistances, one label per (checkpoint, R)."""
+    if len({float(r.get("line_resistance") or 0) for r in rows}) <= 1:
+        return rows
+    return [dict(r, label=f"{r['label']} {float(r.get('line_resistance') or 0):g} ohm")
+            for r in rows]
+
+
 def checkpoint_labels(paths: list[str | Path]) -> list[str]:
     """Short unique names: the folder name for ``.../NAME/checkpoint.pt``, else the file stem."""
     labels = []
@@ -126,8 +153,10 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
               data_dir: str | None = None, batch_size: int = 1000, backend: str | None = None,
               progress: bool = True, stop_after: int | None = None,
               on_point: Callable[[dict[str, Any]], None] | None = None,
-              client: Any = None, worker_threads: int | None = None) -> dict[str, Any]:
-    """Evaluate every (checkpoint, sigma, tile) point not yet in ``out/sweep.db``.
+              client: Any = None, worker_threads: int | None = None,
+              line_resistances: list[float] | None = None,
+              cost: str = "isaac-32nm") -> dict[str, Any]:
+    """Evaluate every (checkpoint, sigma, tile, line resistance) point not in ``out/sweep.db``.
 
     Args:
         checkpoints: Checkpoint files.
@@ -151,13 +180,21 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
             points are computed on its workers and committed here as each arrives. None:
             in-process.
         worker_threads: Compute threads each worker task sets (None: leave the workers').
+        line_resistances: Ohm per word/bit-line segment, a grid axis (None: ``[0.0]``, ideal
+            wires; 0 keeps the point keys of sweeps stored before this axis existed).
+        cost: :data:`mapping.COST_PRESETS` name of the energy / latency / area constants
+            (CSV columns ``energy_j``, ``latency_s``, ``area_mm2``; part of the key unless
+            the default).
 
     Returns:
         ``dict(rows, computed, skipped, stopped, database, csv, figures)``; ``rows`` are the
         points of this grid stored so far.
     """
     from correctnet.plots import plot_accuracy_vs_sigma, plot_sigma_tile_heatmap
-    from correctnet.sweep_store import SweepStore, export_csv, file_digest, point_key
+    from correctnet.sweep_store import (
+        SweepStore, export_csv, file_digest, point_key, point_settings)
+
+    line_resistances = [0.0] if line_resistances is None else list(line_resistances)
 
     out = Path(out)
     paths = [Path(c) for c in checkpoints]
@@ -168,7 +205,9 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
     _refuse_identical_contents(paths, file_digest)
     for sigma in sigmas:                # bad settings fail here, before sweep.db exists
         for tile in tiles:
-            make_xbar_config(sigma, tile, adc_bits=adc_bits, dac_bits=dac_bits, level=level)
+            for ohms in line_resistances:
+                make_xbar_config(sigma, tile, adc_bits=adc_bits, dac_bits=dac_bits,
+                                 level=level, line_resistance=ohms)
     computed = skipped = 0
     stopped = False
     keys: list[str] = []
@@ -177,12 +216,13 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
         for path, label in zip(paths, labels):
             digest = file_digest(path)
             loaded = None
-            for sigma in sigmas:
+            for ohms, sigma in ((o, s) for o in line_resistances for s in sigmas):
                 for tile in tiles:
-                    settings = {"checkpoint_sha256": digest, "sigma": round(float(sigma), 10),
-                                "tile": int(tile), "adc_bits": adc_bits, "dac_bits": dac_bits,
-                                "level": level, "samples": int(samples), "seed": int(seed),
-                                "limit": limit}
+                    settings = point_settings(
+                        {"checkpoint_sha256": digest, "sigma": round(float(sigma), 10),
+                         "tile": int(tile), "adc_bits": adc_bits, "dac_bits": dac_bits,
+                         "level": level, "samples": int(samples), "seed": int(seed),
+                         "limit": limit}, line_resistance=ohms, cost=cost)
                     key = point_key(settings)
                     keys.append(key)
                     if stopped or store.has(key):
@@ -194,7 +234,7 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                     if client is not None:
                         pending.append(_point_task(path, digest, label, settings, key,
                                                    data_dir, batch_size, backend,
-                                                   worker_threads))
+                                                   worker_threads, ohms, cost))
                         continue
                     if loaded is None:
                         model, meta, loader = prepare_checkpoint(
@@ -204,15 +244,17 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                         loaded = (model, loader, float(evaluate_accuracy(model, loader)))
                     model, loader, clean = loaded
                     config = make_xbar_config(sigma, tile, adc_bits=adc_bits,
-                                              dac_bits=dac_bits, level=level)
+                                              dac_bits=dac_bits, level=level,
+                                              line_resistance=ohms)
                     result = simulate_model(model, loader, config, samples=samples, seed=seed,
                                             backend=backend, progress=progress,
-                                            clean_accuracy=clean)
+                                            clean_accuracy=clean, cost=cost)
                     store.add(key, checkpoint=str(path), label=label, sigma=sigma, tile=tile,
-                              result=result, settings=settings)
+                              result=result, settings=settings, line_resistance=ohms)
                     computed += 1
                     if on_point is not None:
                         on_point({"label": label, "sigma": sigma, "tile": tile,
+                                  "line_resistance": ohms,
                                   "clean_accuracy": clean, "mean": result["mean"],
                                   "std": result["std"], "seconds": result["seconds"]})
         if pending:
@@ -226,29 +268,34 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                 computed += 1
                 if on_point is not None:
                     on_point({"label": meta["label"], "sigma": meta["sigma"],
-                              "tile": meta["tile"], "clean_accuracy": result["clean_accuracy"],
+                              "tile": meta["tile"], "line_resistance": meta["line_resistance"],
+                              "clean_accuracy": result["clean_accuracy"],
                               "mean": result["mean"], "std": result["std"],
                               "seconds": result["seconds"]})
         rows = store.rows(keys)
     csv_path = export_csv(rows, out / "sweep.csv")
     figures = []
     if rows:
-        figures = [plot_accuracy_vs_sigma(rows, out / "accuracy_vs_sigma.png"),
-                   plot_sigma_tile_heatmap(rows, out / "heatmap_sigma_tile.png")]
+        shown = plot_rows(rows)
+        figures = [plot_accuracy_vs_sigma(shown, out / "accuracy_vs_sigma.png"),
+                   plot_sigma_tile_heatmap(shown, out / "heatmap_sigma_tile.png")]
     return {"rows": rows, "computed": computed, "skipped": skipped, "stopped": stopped,
             "database": out / "sweep.db", "csv": csv_path, "figures": figures}
 
 
 def _point_task(path: Path, digest: str, label: str, settings: dict[str, Any], key: str,
                 data_dir: str | None, batch_size: int, backend: str | None,
-                threads: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+                threads: int | None, line_resistance: float = 0.0,
+                cost: str = "isaac-32nm") -> tuple[dict[str, Any], dict[str, Any]]:
     """A worker task for :func:`correctnet.sweep_point.evaluate_point` + its store row."""
     task = {k: settings[k] for k in ("sigma", "tile", "adc_bits", "dac_bits", "level",
                                      "samples", "seed", "limit")}
     task.update(path=str(path), digest=digest, data_dir=data_dir, batch_size=batch_size,
-                backend=backend, threads=threads)
+                backend=backend, threads=threads, line_resistance=float(line_resistance),
+                cost=cost)
     row = {"key": key, "checkpoint": str(path), "label": label, "sigma": settings["sigma"],
-           "tile": settings["tile"], "settings": settings}
+           "tile": settings["tile"], "settings": settings,
+           "line_resistance": float(line_resistance)}
     return task, row
 
 
@@ -264,6 +311,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="START:STOP:STEP (inclusive), comma list, or one value")
     p.add_argument("--tile", default="128", type=str,
                    help="comma list of tile sides, e.g. 32,64,128,256 (128)")
+    p.add_argument("--line-resistance", default="0", type=str, metavar="OHMS[,OHMS...]",
+                   help="comma list of wire resistances per word/bit-line segment, a grid "
+                        "axis; > 0 solves every tile with IR drop (0)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     add_hardware_arguments(p)
     p.set_defaults(samples=50)
@@ -278,10 +328,12 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``correctnet sweep``."""
     sigmas = parse_sigmas(args.sigma)
     tiles = parse_tiles(args.tile)
+    ohms = parse_line_resistances(args.line_resistance)
     ensure_output_dir(args.out)
-    total = len(args.checkpoint) * len(sigmas) * len(tiles)
+    total = len(args.checkpoint) * len(sigmas) * len(tiles) * len(ohms)
     print(f"sweep: {len(args.checkpoint)} checkpoint(s) x {len(sigmas)} sigma x "
-          f"{len(tiles)} tile = {total} points, {args.samples} samples each -> {args.out}",
+          f"{len(tiles)} tile x {len(ohms)} line resistance = {total} points, "
+          f"{args.samples} samples each -> {args.out}",
           flush=True)
     import mapping
 
@@ -291,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
 
     def show(point: dict[str, Any]) -> None:
         print(f"  {point['label']:<20} sigma {point['sigma']:<5g} tile {point['tile']:<4d} "
+              f"wire {point['line_resistance']:<4g} ohm "
               f"{100 * point['mean']:6.2f}% +- {100 * point['std']:5.2f}%  "
               f"(clean {100 * point['clean_accuracy']:.2f}%, {point['seconds']:.1f} s)",
               flush=True)
@@ -304,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
                            level=args.level, limit=args.limit, data_dir=args.data_dir,
                            batch_size=args.batch_size, backend=args.backend,
                            progress=True, stop_after=args.stop_after, on_point=show,
-                           client=client, worker_threads=threads)
+                           client=client, worker_threads=threads, line_resistances=ohms,
+                           cost=args.cost_preset)
     if result["stopped"]:
         print(f"stopped after {result['computed']} new point(s) (--stop-after); rerun to "
               "continue", flush=True)
