@@ -157,15 +157,7 @@ def main() -> None:
     t_compile = time.perf_counter() - t
 
     def torch_pass() -> float:
-        with torch.no_grad():
-            model(data[0][0])
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
-                for xb, _ in data:
-                    model(xb)
-                times.append(time.perf_counter() - t)
-        return min(times)
+        return torch_seconds(model, data)
 
     load_before = os.getloadavg()[0]
     t_torch_before = torch_pass()
