@@ -153,6 +153,15 @@ class Pipeline:
                                      self.network(self.preset.base))
         return model.eval()
 
+    def hardware(self, sigma: float, tile: int | None = None):
+        """The study's crossbar config (:func:`xbar_config`) at ``sigma``.
+
+        Uses this preset's tile size (unless ``tile`` is given) and line resistance, with
+        ideal DAC/ADC.
+        """
+        p = self.preset
+        return xbar_config(sigma, tile or p.tile, line_resistance=p.line_resistance)
+
     def monte_carlo(self, model: nn.Module, *, sigma: float, samples: int,
                     limit: int | None, tile: int | None = None, seed: int | None = None,
                     layers=None, bits: int | None = None, converted: bool = False,

@@ -44,11 +44,9 @@ def cost_section(pipe) -> dict:
     from mapping import convert_to_crossbar, hardware_report
     from mapping.cost import CostConstants
 
-    from correctnet.pipeline import xbar_config
-
     p = pipe.preset
     consts = CostConstants.preset(p.cost_preset)
-    cfg = xbar_config(0.0, p.tile, line_resistance=p.line_resistance)
+    cfg = pipe.hardware(0.0)
     shape = tuple(pipe.dataset_split("test", 1)[0][0].shape)
     comp = pipe.store.result("train_compensation")
     base = pipe.network(p.base)
