@@ -47,6 +47,7 @@ __all__ = [
     "LinearCompensator",
     "CompensatedLayer",
     "generator_width",
+    "PointwiseConv",
     "pointwise_conv",
     "compensable_layers",
     "make_compensated_layer",
@@ -104,6 +105,22 @@ def pointwise_conv(parts: list[torch.Tensor], conv: nn.Conv2d) -> torch.Tensor:
     return out.view(b, -1, h, w)
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution over the channel concat of several tensors (:func:`pointwise_conv`).
+
+    Same parameters (and state-dict keys) as ``nn.Conv2d(in_channels, out_channels, 1)``;
+    called as a module so that forward hooks (e.g. :func:`mapping.hardware_report`'s digital
+    MAC count: ``out.numel() * in_channels``) see it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, parts: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """``conv(cat(parts, 1))``; a single tensor is the concat itself."""
+        return pointwise_conv([parts] if isinstance(parts, torch.Tensor) else list(parts), self)
+
+
 def generator_width(n: int, ratio: float) -> int:
     """Generator width ``m = max(1, round(ratio * n))``.
 
@@ -138,13 +155,13 @@ class ConvGenerator(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, m: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels + out_channels, m, kernel_size=1)
+        self.conv = PointwiseConv(in_channels + out_channels, m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Pool ``x`` to ``y``'s spatial size (adaptive average), concat, 1x1 conv, ReLU."""
         # same size: the pool is the identity (each window one element), so it is skipped
         pooled = x if x.shape[-2:] == y.shape[-2:] else F.adaptive_avg_pool2d(x, y.shape[-2:])
-        return F.relu(pointwise_conv([pooled, y], self.conv))
+        return F.relu(self.conv([pooled, y]))
 
 
 class ConvCompensator(nn.Module):
@@ -160,7 +177,7 @@ class ConvCompensator(nn.Module):
 
     def __init__(self, out_channels: int, m: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(out_channels + m, out_channels, kernel_size=1)
+        self.conv = PointwiseConv(out_channels + m, out_channels)
         with torch.no_grad():
             self.conv.weight.zero_()
             self.conv.bias.zero_()
@@ -169,7 +186,7 @@ class ConvCompensator(nn.Module):
 
     def forward(self, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Return the compensated output."""
-        return pointwise_conv([y, g], self.conv)
+        return self.conv([y, g])
 
 
 class LinearGenerator(nn.Module):

@@ -134,3 +134,26 @@ def test_conv_generator_and_compensator_follow_their_equations(size_in):
     torch.testing.assert_close(gen(x, y), g, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(comp(y, g), comp.conv(torch.cat([y, g], 1)), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_hardware_report_costs_the_compensators_digital_macs():
+    # The generator/compensator 1x1 convs run as modules (PointwiseConv), so the report's
+    # forward hooks count them: MACs = output elements * input channels of each 1x1 conv.
+    from mapping import convert_to_crossbar, hardware_report
+    from xbar import DeviceConfig, TileConfig, XbarConfig
+
+    from correctnet.compensation import PointwiseConv, insert_compensation
+    from correctnet.models import build_model
+
+    model = insert_compensation(build_model("lenet5").eval(), {"features.conv2": 1.0})
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, PointwiseConv)}
+    assert len(convs) == 2
+    analog = convert_to_crossbar(model, XbarConfig(tile=TileConfig(64, 64),
+                                                   device=DeviceConfig(sigma=0.0)))
+    report = hardware_report(analog, input_shape=(1, 28, 28))
+    rows = {r["name"]: r for r in report.digital["rows"]}
+    side = 10                                 # conv2 (5x5, valid) maps 14x14 to 10x10
+    for name, conv in convs.items():
+        assert rows[name]["macs"] == conv.out_channels * side * side * conv.in_channels
+    assert report.digital["total"]["energy_j"] > 0
+    assert report.cost_total["energy_j"] > report.total["energy_j"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from correctnet.cli import main
-from correctnet.compensation import CompensatedLayer, insert_compensation
+from correctnet.compensation import CompensatedLayer, PointwiseConv, insert_compensation
 from correctnet.compensation_training import (
     CompensationConfig,
     load_compensation,
@@ -127,7 +127,8 @@ def test_compensators_stay_digital_after_mapping():
         assert isinstance(wrapper, CompensatedLayer)
         for part in (wrapper.generator, wrapper.compensator):
             assert mapping.is_digital(part)
-            assert all(type(m) in (torch.nn.Conv2d, torch.nn.Linear) or list(m.children())
+            assert all(type(m) in (torch.nn.Conv2d, torch.nn.Linear, PointwiseConv)
+                       or list(m.children())
                        for m in part.modules())
     # a fresh compensated network maps to the same function as the original one
     x = torch.randn(4, 1, 28, 28)
