@@ -63,6 +63,9 @@ class Preset:
     """Overhead limits (fractions) of the RL search."""
     search_episodes: int = 30
     """RL episodes per limit."""
+    search_episodes_per_batch: int = 1
+    """RL episodes per policy update; a batch's plans are evaluated at once (in parallel with
+    ``reproduce --workers``). 1: update after every episode."""
     exhaustive_max_plans: int = 64
     """Run the exhaustive search when the action space has at most this many plans."""
     search_epochs: int = 1
@@ -96,6 +99,7 @@ class Preset:
 
         for field in ("epochs", "lipschitz_epochs", "va_epochs", "batch_size", "samples",
                       "eval_batch", "tile", "candidate_samples", "search_episodes",
+                      "search_episodes_per_batch",
                       "search_epochs", "search_samples", "final_epochs", "sweep_samples"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
@@ -128,9 +132,14 @@ class Preset:
             raise bad("exhaustive_max_plans", self.exhaustive_max_plans, ">= 0")
 
     def to_dict(self) -> dict:
-        """JSON-safe dict (tuples become lists)."""
+        """JSON-safe dict (tuples become lists).
+
+        Fields added after runs were stored (:data:`_LATER_FIELDS`) are left out while they
+        hold the value that reproduces those runs, so an older run folder still resumes.
+        """
         return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+                for k, v in dataclasses.asdict(self).items()
+                if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preset:
@@ -138,6 +147,9 @@ class Preset:
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
 
+
+#: Fields added after run folders were stored, with the value older runs used.
+_LATER_FIELDS: dict[str, object] = {"search_episodes_per_batch": 1}
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
