@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,12 @@ __all__ = ["PlanEvaluator"]
 
 
 @functools.lru_cache(maxsize=2)
-def _base_network(path: str, model: str) -> Any:
-    """The base network of a checkpoint (cached per process; ``train_compensation`` copies)."""
+def _base_network(path: str, model: str, stamp: tuple[int, int]) -> Any:
+    """The base network of a checkpoint (cached per process; ``train_compensation`` copies).
+
+    ``stamp`` is the file's ``(mtime_ns, size)``: a checkpoint rewritten at the same path (a
+    run folder reused in a notebook) is loaded again.
+    """
     from correctnet.checkpoint import load_checkpoint
 
     net, _ = load_checkpoint(path, expect_model=model)
@@ -69,6 +74,10 @@ class PlanEvaluator:
 
         Returns:
             ``(mean, std)`` of the Monte-Carlo accuracies (fractions).
+
+        Raises:
+            CheckpointError: ``checkpoint`` cannot be read here (e.g. a worker that does not
+                share the run folder's filesystem).
         """
         import torch
 
@@ -85,7 +94,18 @@ class PlanEvaluator:
 
             set_compute_threads(self.threads)
         p = self.preset
-        base = _base_network(str(self.checkpoint), self.model)
+        try:
+            stat = os.stat(self.checkpoint)
+        except OSError:
+            import socket
+
+            from correctnet.errors import CheckpointError
+
+            raise CheckpointError(
+                f"base checkpoint {self.checkpoint} cannot be read on {socket.gethostname()}: "
+                "Dask workers read it from the run folder, which must be on a filesystem "
+                "they share with the driver") from None
+        base = _base_network(str(self.checkpoint), self.model, (stat.st_mtime_ns, stat.st_size))
         train = make_loader(_split(self.dataset, "train", self.data_dir,
                                    p["search_train_limit"]),
                             p["batch_size"], shuffle=True, seed=p["seed"] + 1)

@@ -11,6 +11,7 @@ pytest.importorskip("mapping")
 
 from correctnet.cli import main  # noqa: E402
 from correctnet.distributed import dask_client, map_evaluator  # noqa: E402
+from correctnet.errors import CheckpointError  # noqa: E402
 from correctnet.pipeline import Pipeline  # noqa: E402
 from correctnet.plan_evaluator import PlanEvaluator  # noqa: E402
 from correctnet.presets import get_preset  # noqa: E402
@@ -89,6 +90,8 @@ def test_plan_evaluator_is_picklable():
     ev = PlanEvaluator("/x/lipschitz.pt", "lenet5", "fashion-mnist", 0.5,
                        get_preset("tiny").to_dict())
     assert pickle.loads(pickle.dumps(ev)) == ev
+    with pytest.raises(CheckpointError, match="share with the driver"):
+        ev({"conv1": 1.0})
 
 
 @pytest.mark.slow
