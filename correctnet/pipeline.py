@@ -88,6 +88,10 @@ class Pipeline:
         progress: Show progress bars.
         log: Called with one line per finished stage (the CLI prints it).
         before_stage: Test hook, called with each stage's name before it runs.
+        client: ``dask.distributed.Client`` (``--workers`` / ``--scheduler``): the search
+            stage evaluates independent plans on its workers; None: in-process. Results are
+            the same either way, so it is not part of the stored run configuration.
+        worker_threads: Compute threads each worker task sets (None: leave the workers').
 
     Raises:
         RunConfigError: ``out`` holds a run started with other arguments.
@@ -96,7 +100,8 @@ class Pipeline:
     def __init__(self, model: str, dataset: str, sigma: float, out: str | Path, preset: Preset,
                  *, device: str | None = None, data_dir: str | None = None,
                  progress: bool = True, log: Callable[[str], None] | None = None,
-                 before_stage: Callable[[str], None] | None = None) -> None:
+                 before_stage: Callable[[str], None] | None = None, client=None,
+                 worker_threads: int | None = None) -> None:
         from correctnet.data import dataset_info
 
         if not (math.isfinite(sigma) and sigma >= 0):
@@ -110,6 +115,7 @@ class Pipeline:
         self.progress = progress
         self.log = log or (lambda line: None)
         self.before_stage = before_stage
+        self.client, self.worker_threads = client, worker_threads
         self.store = RunStore(out, {"model": model, "dataset": dataset, "sigma": self.sigma,
                                     "preset": preset.to_dict()})
         self._data: dict = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -15,6 +16,7 @@ from correctnet.candidates import select_candidates
 from correctnet.compensation import format_plan, plan_overhead
 from correctnet.compensation_training import CompensationConfig, save_compensation
 from correctnet.compensation_training import train_compensation as _train_comp
+from correctnet.plan_evaluator import PlanEvaluator
 from correctnet.pipeline import VARIANTS, Pipeline, _METHOD, xbar_config
 from correctnet.seeding import derive_seed
 from correctnet.search import (
@@ -148,24 +150,31 @@ def search(pipe: Pipeline) -> dict:
     cands = pipe.store.result("candidates")["candidates"]
     layers, actions = search_space(pipe, base, cands)
     cache = PlanCache(pipe.store.path("plans.json"))
-    train_data = pipe.loader("train", p.search_train_limit, train=True, seed=p.seed + 1)
-    comp_cfg = CompensationConfig(epochs=p.search_epochs, lr=p.comp_lr, seed=p.seed)
-    cfg = xbar_config(pipe.sigma, p.tile)
+    # picklable: the same object evaluates plans here or on Dask workers, each plan with its
+    # own seed, so its result is the same whichever process trains it and whatever came before
+    plan_evaluator = PlanEvaluator(str(pipe.checkpoint(p.base)), pipe.model_name, pipe.dataset,
+                                   pipe.sigma, p.to_dict(), data_dir=pipe.data_dir,
+                                   device=pipe.device)
     seen: set[str] = set()   # plans evaluated so far by this stage (cached or trained)
 
     def evaluate(plan: dict) -> tuple[float, float]:
-        # the plan's own seed: its result is the same whichever plans were trained before
-        # it in this process (plans cached in plans.json are not retrained on resume)
-        plan_cfg = dataclasses.replace(comp_cfg,
-                                       seed=derive_seed(p.seed, "search", PlanCache.key(plan)))
         t0 = time.perf_counter()
-        analog, _ = _train_comp(base, plan, train_data, cfg, plan_cfg,
-                                device=pipe.device, progress=False)
-        r = pipe.monte_carlo(analog, sigma=pipe.sigma, samples=p.search_samples,
-                             limit=p.search_test_limit, converted=True)
-        pipe.log(f"  plan {format_plan(plan)}: {r['mean']:.2%} +- {r['std']:.2%} "
+        mean, std = plan_evaluator(plan)
+        pipe.log(f"  plan {format_plan(plan)}: {mean:.2%} +- {std:.2%} "
                  f"({time.perf_counter() - t0:.1f} s)")
-        return r["mean"], r["std"]
+        return mean, std
+
+    mapped = None
+    if pipe.client is not None:   # --workers / --scheduler
+        from correctnet.distributed import map_evaluator
+
+        remote = map_evaluator(pipe.client, dataclasses.replace(
+            plan_evaluator, threads=pipe.worker_threads))
+
+        def mapped(plans: list) -> Iterator[tuple[int, tuple[float, float]]]:
+            for i, (mean, std) in remote(plans):   # only this process writes plans.json
+                pipe.log(f"  plan {format_plan(plans[i])}: {mean:.2%} +- {std:.2%} (worker)")
+                yield i, (mean, std)
 
     def overhead(plan: dict) -> float:
         return plan_overhead(base, plan)
@@ -183,7 +192,7 @@ def search(pipe: Pipeline) -> dict:
         result["exhaustive"] = {}
         for limit in sorted(p.limits, reverse=True):
             res = exhaustive_search(layers, actions, evaluate, overhead, limit, cache=cache,
-                                    progress=pipe.progress)
+                                    progress=pipe.progress, map_evaluator=mapped)
             res.evaluations = _new_plans(res, seen)
             result["exhaustive"][f"{limit:g}"] = {k: v for k, v in res.to_dict().items()
                                                   if k != "history"}
@@ -191,8 +200,9 @@ def search(pipe: Pipeline) -> dict:
     for limit in sorted(p.limits):
         res = rl_search(layers, actions, evaluate, overhead, limit,
                         SearchConfig(episodes=p.search_episodes,
-                                     seed=derive_seed(p.seed, "search", "rl", f"{limit:g}")),
-                        cache=cache, progress=pipe.progress)
+                                     seed=derive_seed(p.seed, "search", "rl", f"{limit:g}"),
+                                     episodes_per_batch=p.search_episodes_per_batch),
+                        cache=cache, progress=pipe.progress, map_evaluator=mapped)
         res.evaluations = _new_plans(res, seen)
         result["limits"][f"{limit:g}"] = res.to_dict()
         if best is None or res.best_reward > best["reward"]:

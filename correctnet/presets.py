@@ -63,6 +63,9 @@ class Preset:
     """Overhead limits (fractions) of the RL search."""
     search_episodes: int = 30
     """RL episodes per limit."""
+    search_episodes_per_batch: int = 1
+    """RL episodes per policy update; a batch's plans are evaluated at once (in parallel with
+    ``reproduce --workers``). 1: update after every episode."""
     exhaustive_max_plans: int = 64
     """Run the exhaustive search when the action space has at most this many plans."""
     search_epochs: int = 1
@@ -101,6 +104,7 @@ class Preset:
 
         for field in ("epochs", "lipschitz_epochs", "va_epochs", "batch_size", "samples",
                       "eval_batch", "tile", "candidate_samples", "search_episodes",
+                      "search_episodes_per_batch",
                       "search_epochs", "search_samples", "final_epochs", "sweep_samples"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
@@ -159,8 +163,10 @@ class Preset:
         return cls(**kw)
 
 
-#: Fields added later and their defaults (omitted from :meth:`Preset.to_dict` at default).
-_LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaac-32nm"}
+#: Fields added after run folders were stored, with their defaults (the values older
+#: runs used); omitted from :meth:`Preset.to_dict` while at them.
+_LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaac-32nm",
+                                    "search_episodes_per_batch": 1}
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(

@@ -81,6 +81,10 @@ class SearchConfig:
     """Advantages are multiplied by this (rewards differ by a few points)."""
     seed: int = 0
     """Seed of the policy's initialisation and sampling."""
+    episodes_per_batch: int = 1
+    """Episodes whose plans are sampled from the same policy, evaluated together (at once on
+    Dask workers with a ``map_evaluator``), then used in one policy update. 1 (the default)
+    updates after every episode."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -91,6 +95,10 @@ class SearchConfig:
             raise SearchError(f"search.hidden must be >= 1, got {self.hidden}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise SearchError(f"search.baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if isinstance(self.episodes_per_batch, bool) or not isinstance(
+                self.episodes_per_batch, int) or self.episodes_per_batch < 1:
+            raise SearchError("search.episodes_per_batch must be an integer >= 1, got "
+                              f"{self.episodes_per_batch!r}")
 
 
 class PlanCache:
@@ -218,6 +226,28 @@ def _score(
     return record
 
 
+def _prefetch(plans: Sequence[Plan], overhead_fn: Callable[[Plan], float], limit: float,
+              cache: PlanCache, map_evaluator: MapEvaluator) -> int:
+    """Evaluate the distinct uncached plans within ``limit`` through ``map_evaluator``.
+
+    Each result is put in ``cache`` here, in the caller's process, as it arrives (the cache
+    stays the only writer of its file). Returns the number of plans evaluated.
+    """
+    todo: list[tuple[Plan, float]] = []
+    keys: set[str] = set()
+    for plan in plans:
+        plan = normalize_plan(plan)
+        overhead = float(overhead_fn(plan))
+        key = PlanCache.key(plan)
+        if overhead <= limit and plan not in cache and key not in keys:
+            todo.append((plan, overhead))
+            keys.add(key)
+    if todo:
+        for i, (mean, std) in map_evaluator([t for t, _ in todo]):
+            cache.put(todo[i][0], mean, std, overhead=todo[i][1])
+    return len(todo)
+
+
 def action_space_size(layers: Sequence[str], actions: Mapping[str, Sequence[float]]) -> int:
     """Number of distinct plans: ``prod_i |actions_i|``."""
     return math.prod(len(actions[name]) for name in layers)
@@ -259,15 +289,8 @@ def exhaustive_search(
     total = action_space_size(layers, actions)
     if map_evaluator is not None:
         combos = list(combos)
-        todo = []
-        for combo in combos:
-            plan = normalize_plan(dict(zip(layers, combo)))
-            overhead = float(overhead_fn(plan))
-            if overhead <= limit and plan not in cache and plan not in [t for t, _ in todo]:
-                todo.append((plan, overhead))
-        for i, (mean, std) in map_evaluator([t for t, _ in todo]):
-            cache.put(todo[i][0], mean, std, overhead=todo[i][1])
-        result.evaluations += len(todo)
+        plans = [dict(zip(layers, combo)) for combo in combos]
+        result.evaluations += _prefetch(plans, overhead_fn, limit, cache, map_evaluator)
     for combo in tqdm(combos, total=total, desc="exhaustive", disable=not progress, leave=False):
         _score(dict(zip(layers, combo)), overhead_fn, evaluator, limit, cache, result)
     return result
@@ -330,11 +353,22 @@ def rl_search(
     *,
     cache: PlanCache | None = None,
     progress: bool = False,
+    map_evaluator: MapEvaluator | None = None,
 ) -> SearchResult:
     """REINFORCE search with a moving-average baseline; the best plan seen is kept.
 
-    Update per episode: ``loss = -scale * (R - b) * sum_t log pi(a_t)``, then
-    ``b <- decay * b + (1 - decay) * R`` (b starts at the first reward).
+    Episodes run in batches of ``B = config.episodes_per_batch`` (the last one may be
+    shorter): the batch's ``B`` plans are sampled from the current policy, evaluated, and used
+    in one update
+
+        loss = -scale / B * sum_k (R_k - b) * sum_t log pi(a_t^k)
+
+    with the baseline ``b`` of before the batch (b starts at the batch's first reward); then
+    ``b <- decay * b + (1 - decay) * R_k`` for each ``R_k`` in order. With ``B = 1`` (default)
+    this is the per-episode update ``loss = -scale * (R - b) * sum_t log pi(a_t)``.
+
+    A batch's plans are independent, so with ``map_evaluator`` its uncached plans are
+    evaluated at once (e.g. on Dask workers); the result equals evaluating them one by one.
 
     Args:
         layers: Candidate layer names.
@@ -345,6 +379,9 @@ def rl_search(
         config: Search settings.
         cache: Shared plan cache (a fresh in-memory one if None).
         progress: Show a progress bar.
+        map_evaluator: Evaluates a list of plans at once (see :func:`exhaustive_search`);
+            each batch's uncached plans within the limit go through it, results are put in
+            the cache here as they arrive.
 
     Returns:
         A :class:`SearchResult` (its history includes every episode's reward).
@@ -360,19 +397,27 @@ def rl_search(
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
     result = SearchResult(limit=float(limit))
     baseline: float | None = None
-    bar = tqdm(range(config.episodes), desc=f"RL limit {limit:.0%}", disable=not progress,
+    bar = tqdm(total=config.episodes, desc=f"RL limit {limit:.0%}", disable=not progress,
                leave=False)
-    for _ in bar:
-        idx, log_prob = policy.sample(gen)
-        plan = {name: float(actions[name][a]) for name, a in zip(layers, idx)}
-        record = _score(plan, overhead_fn, evaluator, limit, cache, result)
-        r = record["reward"]
-        baseline = r if baseline is None else baseline
-        loss = -config.reward_scale * (r - baseline) * log_prob
+    for start in range(0, config.episodes, config.episodes_per_batch):
+        size = min(config.episodes_per_batch, config.episodes - start)
+        samples = [policy.sample(gen) for _ in range(size)]
+        plans = [{name: float(actions[name][a]) for name, a in zip(layers, idx)}
+                 for idx, _ in samples]
+        if map_evaluator is not None:
+            result.evaluations += _prefetch(plans, overhead_fn, limit, cache, map_evaluator)
+        records = [_score(plan, overhead_fn, evaluator, limit, cache, result) for plan in plans]
+        baseline = records[0]["reward"] if baseline is None else baseline
+        loss = sum(-config.reward_scale * (rec["reward"] - baseline) * log_prob
+                   for rec, (_, log_prob) in zip(records, samples)) / size
         opt.zero_grad()
         loss.backward()
         opt.step()
-        baseline = config.baseline_decay * baseline + (1 - config.baseline_decay) * r
-        record["baseline"] = baseline
+        for rec in records:
+            baseline = (config.baseline_decay * baseline
+                        + (1 - config.baseline_decay) * rec["reward"])
+            rec["baseline"] = baseline
+        bar.update(size)
         bar.set_postfix(best=f"{result.best_reward:.4f}")
+    bar.close()
     return result

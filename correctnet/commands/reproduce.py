@@ -18,7 +18,11 @@ examples:
 Stages: train_plain, train_lipschitz, train_variation_aware, evaluate_baselines, candidates,
 search, train_compensation, evaluate_correctnet, sweeps, report. Each stage's result is saved
 in OUT/stages/ when it finishes; an interrupted run resumes at the first unfinished stage.
-OUT/config.json records the arguments: rerunning with other ones is refused.
+OUT/config.json records the arguments: rerunning with other ones is refused (--workers,
+--scheduler, --threads and --no-progress do not change results and are not recorded).
+--workers N / --scheduler ADDRESS: the search stage evaluates independent plans (the
+exhaustive search's, and each RL episode batch's) on Dask workers; only this process writes
+OUT/plans.json, and the plans, chosen plan and report are the same as in-process.
 Writes OUT/report.md, OUT/report.json and OUT/fig_*.png.
 """
 
@@ -51,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="network CorrectNet compensates (default: the preset's; quick uses "
                         "variation_aware, paper uses lipschitz as in the paper)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from correctnet.distributed import add_dask_arguments
+
+    add_dask_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -71,16 +78,27 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     if args.base is not None:
         preset = dataclasses.replace(preset, base=args.base)
+    from correctnet.distributed import compute_threads, dask_client
+
+    workers = getattr(args, "workers", None)
+    scheduler = getattr(args, "scheduler", None)
+    # workers use --threads (the same float summation order as in-process), else a fair share
+    threads = args.threads or (compute_threads(workers) if workers else None)
     pipe = Pipeline(args.model, args.dataset, args.sigma, args.out, preset,
                     device=args.device, data_dir=args.data_dir,
-                    progress=not args.no_progress, log=lambda line: print(line, flush=True))
+                    progress=not args.no_progress, log=lambda line: print(line, flush=True),
+                    worker_threads=threads)
     print(f"correctnet reproduce: {args.model} on {args.dataset}, sigma {args.sigma:g}, "
           f"preset {args.preset}, run folder {args.out}", flush=True)
     import mapping
 
     print(f"numba kernels ready in {mapping.warmup():.2f} s (compiled on first use, then cached)",
           flush=True)
-    pipe.run()
+    if pipe.store.done("search"):   # no stage left that uses workers: start no cluster
+        workers = scheduler = None
+    with dask_client(workers, scheduler, log=lambda line: print(line, flush=True)) as client:
+        pipe.client = client
+        pipe.run()
     report = json.loads(pipe.store.path("report.json").read_text())
     print()
     print(markdown_table(report))
