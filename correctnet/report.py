@@ -5,7 +5,9 @@ Built from the stage results stored in a run folder.
 ``report.json`` keys: ``model``, ``dataset``, ``sigma``, ``samples``, ``clean_accuracy`` (the
 plain network's), ``variants`` (``plain``, ``lipschitz``, ``variation_aware``,
 ``correctnet``; each ``mean``, ``std``, ``clean``; CorrectNet also ``overhead``,
-``compensated_layers``, ``plan``), ``stages`` (``{name: seconds}``), ``candidates``,
+``compensated_layers``, ``plan``; the three trained networks also ``layers``:
+``{layer: {"sigma_max", "sigma_min", "operator_norm", "binds"}}``, :func:`layers_section`),
+``lambda`` (eq. 10 at ``sigma``), ``stages`` (``{name: seconds}``), ``candidates``,
 ``search``, ``figures``, ``preset``, ``cost`` (:func:`cost_section`: energy, latency and area
 per image of the analog network, of CorrectNet's digital compensators and their overhead).
 Accuracies and overhead are fractions.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 from correctnet import report_plots
 from correctnet.compensation import format_plan
+from correctnet.diagnostics import layer_diagnostics
+from correctnet.lipschitz import lipschitz_lambda
 from correctnet.runstore import write_json
 
 __all__ = ["build_report", "write_report", "markdown_table", "cost_section"]
@@ -70,6 +74,39 @@ def cost_section(pipe) -> dict:
             "weights_overhead": comp["overhead"]}
 
 
+def layers_section(pipe, variant: str) -> dict:
+    """Per analog layer of ``variant``: ``{"sigma_max", "sigma_min", "operator_norm", "binds"}``.
+
+    From :func:`correctnet.diagnostics.layer_diagnostics` at the study's
+    ``lambda = lipschitz_lambda(sigma)`` (eq. 10), conv operator norms at one test image's
+    size; ``binds``: ``sigma_max`` within 10 % of ``lambda``.
+    """
+    image = pipe.dataset_split("test", 1)[0][0]
+    diag = layer_diagnostics(pipe.network(variant), lipschitz_lambda(pipe.sigma), image[None])
+    return {name: {k: d[k] for k in ("sigma_max", "sigma_min", "operator_norm", "binds")}
+            for name, d in diag.items()}
+
+
+def layers_markdown(report: dict) -> list[str]:
+    """The per-layer table: largest singular value (and conv operator norm) per variant."""
+    variants = {v: r["layers"] for v, r in report["variants"].items() if r.get("layers")}
+    if not variants:
+        return []
+    names = list(next(iter(variants.values())))
+    lines = [f"## Spectral norms per layer (lambda = {report['lambda']:.4f}, eq. 10)", "",
+             "largest singular value of the weight matrix / the convolution's operator norm;"
+             " * = within 10 % of lambda", "",
+             "| layer | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    for name in names:
+        cells = []
+        for layers in variants.values():
+            d = layers[name]
+            op = "" if d["operator_norm"] is None else f" / {d['operator_norm']:.3f}"
+            cells.append(f"{d['sigma_max']:.3f}{op}{' *' if d['binds'] else ''}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def cost_markdown(cost: dict, base: str) -> list[str]:
     """The report's hardware-cost table (per image) as markdown lines."""
     def row(name: str, part: dict, macs: int) -> str:
@@ -106,6 +143,8 @@ def build_report(pipe) -> dict:
     search = store.result("search")
     variants = {v: {"mean": r["mean"], "std": r["std"], "clean": r["clean"]}
                 for v, r in base.items()}
+    for v in variants:
+        variants[v]["layers"] = layers_section(pipe, v)
     variants["correctnet"] = {"mean": cn["mean"], "std": cn["std"], "clean": cn["clean"],
                               "overhead": cn["overhead"],
                               "compensated_layers": cn["compensated_layers"],
@@ -130,6 +169,7 @@ def build_report(pipe) -> dict:
                    "exhaustive": search["exhaustive"]},
         "preset": p.to_dict(),
         "cost": cost_section(pipe),
+        "lambda": lipschitz_lambda(pipe.sigma),
     }
 
 
@@ -203,6 +243,8 @@ def _markdown(report: dict) -> str:
                      f"| {'-' if opt is None else f'{opt:.4f}'} |")
     if report.get("cost"):              # report.json of runs before the cost section lack it
         lines += [""] + cost_markdown(report["cost"], cn["base"])
+    if "lambda" in report:              # nor the per-layer spectral norms
+        lines += [""] + layers_markdown(report)
     lines += ["", "## Figures", ""]
     for title, fname in report.get("figures", {}).items():
         lines.append(f"![{title}]({fname})")

@@ -258,3 +258,21 @@ def test_cli_compensate_one_plan(tiny_run, tmp_path, capsys):
     assert "unknown" in capsys.readouterr().err
     assert main(args + ["--plan", "conv2"]) == 2
     assert "LAYER=RATIO" in capsys.readouterr().err
+
+
+def test_report_has_lambda_and_per_layer_spectral_norms(tiny_run):
+    from correctnet.lipschitz import lipschitz_lambda
+
+    report = json.loads((tiny_run["out"] / "report.json").read_text())
+    assert report["lambda"] == pytest.approx(lipschitz_lambda(report["sigma"]))
+    names = None
+    for variant in ("plain", "lipschitz", "variation_aware"):
+        layers = report["variants"][variant]["layers"]
+        names = names or list(layers)
+        assert list(layers) == names and "features.conv1" in names
+        for d in layers.values():
+            assert set(d) == {"sigma_max", "sigma_min", "operator_norm", "binds"}
+            assert d["sigma_max"] >= d["sigma_min"] > 0 and d["operator_norm"] > 0
+            assert d["binds"] == (abs(d["sigma_max"] - report["lambda"]) <= 0.1 * report["lambda"])
+    md = (tiny_run["out"] / "report.md").read_text()
+    assert "## Spectral norms per layer" in md and "features.conv1" in md
