@@ -16,10 +16,10 @@ from correctnet.pipeline import Pipeline  # noqa: E402
 from correctnet.plan_evaluator import PlanEvaluator  # noqa: E402
 from correctnet.presets import get_preset  # noqa: E402
 from correctnet.search import PlanCache, SearchConfig, SearchError, rl_search  # noqa: E402
+from run_outputs import without_timings  # noqa: E402
 
 LAYERS = ["conv1", "conv2", "fc1"]
 ACTIONS = {"conv1": [0.0, 1.0, 2.0], "conv2": [0.0, 1.0, 2.0], "fc1": [0.0, 1.0]}
-_TIMING_KEYS = {"seconds", "stages", "time", "wall_s"}
 
 
 def synthetic_plan_score(plan):
@@ -31,16 +31,9 @@ def overhead(plan):
     return 0.1 * sum(plan.values())
 
 
-def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in _TIMING_KEYS}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
-
 
 def _read(path):
-    return _strip(json.loads(path.read_text()))
+    return without_timings(json.loads(path.read_text()))
 
 
 @pytest.fixture(scope="module")

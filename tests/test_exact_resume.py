@@ -21,10 +21,10 @@ import torch
 
 from correctnet.pipeline import STAGES, Pipeline
 from correctnet.presets import get_preset
+from run_outputs import without_timings
 
 pytest.importorskip("mapping")
 
-_TIMING_KEYS = {"seconds", "stages", "time", "wall_s"}
 
 
 class Stop(Exception):
@@ -43,21 +43,14 @@ def _pipe(out: Path, **hooks) -> Pipeline:
                     **hooks)
 
 
-def _strip(obj):
-    """JSON data without wall-time fields."""
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in _TIMING_KEYS}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
-
 
 def _outputs(out: Path) -> dict:
     """Everything a run produced that must not depend on where it was interrupted."""
-    res = {"plans": _strip(json.loads((out / "plans.json").read_text())),
-           "report": _strip(json.loads((out / "report.json").read_text()))}
+    res = {"plans": without_timings(json.loads((out / "plans.json").read_text())),
+           "report": without_timings(json.loads((out / "report.json").read_text()))}
     for name in STAGES:
-        res[f"stage {name}"] = _strip(json.loads((out / "stages" / f"{name}.json").read_text()))
+        stage = json.loads((out / "stages" / f"{name}.json").read_text())
+        res[f"stage {name}"] = without_timings(stage)
     comp = torch.load(out / "correctnet.pt", weights_only=True)
     res["correctnet.pt"] = {k: v.numpy().tobytes() for k, v in comp["state"].items()}
     for variant in ("plain", "lipschitz", "variation_aware"):
