@@ -79,11 +79,16 @@ def layers_section(pipe, variant: str) -> dict:
 
     From :func:`correctnet.diagnostics.layer_diagnostics` at the study's
     ``lambda = lipschitz_lambda(sigma)`` (eq. 10), conv operator norms at one test image's
-    size; ``binds``: ``sigma_max`` within 10 % of ``lambda``.
+    size; ``binds``: ``sigma_max`` within 10 % of ``lambda``. Values are rounded to 8
+    significant digits, so that the report does not depend on the thread count (the SVD's
+    last bits do).
     """
     image = pipe.dataset_split("test", 1)[0][0]
     diag = layer_diagnostics(pipe.network(variant), lipschitz_lambda(pipe.sigma), image[None])
-    return {name: {k: d[k] for k in ("sigma_max", "sigma_min", "operator_norm", "binds")}
+    def sig(x):                 # 8 significant digits: LAPACK's last bits vary with threads
+        return x if x is None or isinstance(x, bool) else float(f"{x:.8g}")
+
+    return {name: {k: sig(d[k]) for k in ("sigma_max", "sigma_min", "operator_norm", "binds")}
             for name, d in diag.items()}
 
 
