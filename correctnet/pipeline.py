@@ -39,9 +39,11 @@ import torch
 from torch import nn
 
 from correctnet.compensation import format_plan
+from correctnet.hardware import xbar_config
 from correctnet.presets import Preset
 from correctnet.runstore import RunStore
 from correctnet.seeding import derive_seed, isolated_rng
+from correctnet.variants import VARIANTS
 
 __all__ = ["STAGES", "VARIANTS", "Pipeline", "xbar_config"]
 
@@ -49,28 +51,6 @@ STAGES: tuple[str, ...] = (
     "train_plain", "train_lipschitz", "train_variation_aware", "evaluate_baselines",
     "candidates", "search", "train_compensation", "evaluate_correctnet", "sweeps", "report",
 )
-#: Networks compared in the report (checkpoint file stem = name).
-VARIANTS: tuple[str, ...] = ("plain", "lipschitz", "variation_aware")
-_METHOD = {"plain": "plain", "lipschitz": "lipschitz", "variation_aware": "variation-aware"}
-
-
-def xbar_config(sigma: float, tile: int = 128, *, dac_bits: int | None = None,
-                adc_bits: int | None = None, line_resistance: float = 0.0):
-    """The paper's hardware model: weight-level lognormal variation, ideal DAC/ADC by default.
-
-    Args:
-        sigma: Std of ``theta`` in ``w = w0 exp(theta)``.
-        tile: Tile rows = columns.
-        dac_bits: DAC resolution (None: ideal).
-        adc_bits: ADC resolution (None: ideal).
-        line_resistance: Ohm per word/bit-line segment (0: ideal wires; > 0: IR drop).
-    """
-    from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
-
-    return XbarConfig(tile=TileConfig(n_rows=tile, n_cols=tile,
-                                      line_resistance=float(line_resistance)),
-                      device=DeviceConfig(sigma=float(sigma), level="weight"),
-                      dac=DACConfig(bits=dac_bits), adc=ADCConfig(bits=adc_bits))
 
 
 class Pipeline:

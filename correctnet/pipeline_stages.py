@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,8 +17,8 @@ from correctnet.candidates import select_candidates
 from correctnet.compensation import format_plan, plan_overhead
 from correctnet.compensation_training import CompensationConfig, save_compensation
 from correctnet.compensation_training import train_compensation as _train_comp
+from correctnet.hardware import xbar_config
 from correctnet.plan_evaluator import PlanEvaluator
-from correctnet.pipeline import VARIANTS, Pipeline, _METHOD, xbar_config
 from correctnet.seeding import derive_seed
 from correctnet.search import (
     PlanCache,
@@ -26,6 +27,10 @@ from correctnet.search import (
     exhaustive_search,
     rl_search,
 )
+from correctnet.variants import TRAIN_METHOD, VARIANTS
+
+if TYPE_CHECKING:                       # annotations only: the pipeline calls these stages
+    from correctnet.pipeline import Pipeline
 
 __all__ = ["train_plain", "train_lipschitz", "train_variation_aware", "evaluate_baselines",
            "candidates", "search", "train_compensation", "evaluate_correctnet", "sweeps",
@@ -39,7 +44,7 @@ def _train(pipe: Pipeline, variant: str) -> dict:
     p = pipe.preset
     epochs = {"plain": p.epochs, "lipschitz": p.lipschitz_epochs,
               "variation_aware": p.va_epochs}[variant]
-    cfg = TrainConfig(method=_METHOD[variant], epochs=epochs, lr=p.lr, batch_size=p.batch_size,
+    cfg = TrainConfig(method=TRAIN_METHOD[variant], epochs=epochs, lr=p.lr, batch_size=p.batch_size,
                       sigma=pipe.sigma, beta=p.lipschitz_beta, seed=p.seed,
                       learn_output_scale=(variant == "lipschitz" and p.lipschitz_output_scale),
                       keep_epoch_checkpoints=False)

@@ -84,7 +84,7 @@ class PlanEvaluator:
         from correctnet.compensation_training import CompensationConfig
         from correctnet.compensation_training import train_compensation
         from correctnet.data import make_loader
-        from correctnet.pipeline import xbar_config
+        from correctnet.hardware import xbar_config
         from correctnet.search import PlanCache
         from correctnet.seeding import derive_seed
         from mapping import run_monte_carlo, set_backend

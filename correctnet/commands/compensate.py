@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         train_compensation,
     )
     from correctnet.data import load_dataset, make_loader
-    from correctnet.pipeline import xbar_config
+    from correctnet.hardware import xbar_config
     from correctnet.runstore import ensure_output_dir, write_json
 
     import torch
