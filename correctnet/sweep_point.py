@@ -23,7 +23,7 @@ def _loaded(path: str, digest: str, limit: int | None, data_dir: str | None,
     return model, loader, float(evaluate_accuracy(model, loader))
 
 
-def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
+def evaluate_point(task: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
     """Compute one sweep point.
 
     Args:
@@ -32,6 +32,7 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
             ``samples``, ``seed``, ``backend``, ``line_resistance`` (ohm per segment, default
             0), ``cost`` (preset name, default ``isaac-32nm``) and ``threads`` (compute
             threads of this process, None: leave as is).
+        progress: Show the Monte-Carlo progress bar (the in-process sweep; workers: off).
 
     Returns:
         :func:`correctnet.commands.simulate.simulate_model`'s dict (JSON-safe).
@@ -48,5 +49,5 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
                               dac_bits=task["dac_bits"], level=task["level"],
                               line_resistance=task.get("line_resistance", 0.0))
     return simulate_model(model, loader, config, samples=task["samples"], seed=task["seed"],
-                          backend=task["backend"], progress=False, clean_accuracy=clean,
+                          backend=task["backend"], progress=progress, clean_accuracy=clean,
                           cost=task.get("cost", "isaac-32nm"))

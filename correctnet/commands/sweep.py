@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from correctnet.commands.simulate import (
-    add_hardware_arguments, make_xbar_config, prepare_checkpoint, simulate_model)
+from correctnet.commands.simulate import add_hardware_arguments, make_xbar_config
 from correctnet.errors import UsageError
 from correctnet.runstore import ensure_output_dir
 
@@ -191,6 +190,7 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
         points of this grid stored so far.
     """
     from correctnet.plots import plot_accuracy_vs_sigma, plot_sigma_tile_heatmap
+    from correctnet.sweep_point import evaluate_point
     from correctnet.sweep_store import (
         SweepStore, export_csv, file_digest, point_key, point_settings)
 
@@ -215,7 +215,6 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
     with SweepStore(out / "sweep.db") as store:
         for path, label in zip(paths, labels):
             digest = file_digest(path)
-            loaded = None
             for ohms, sigma in ((o, s) for o in line_resistances for s in sigmas):
                 for tile in tiles:
                     settings = point_settings(
@@ -231,47 +230,21 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                     if stop_after is not None and computed + len(pending) >= stop_after:
                         stopped = True
                         continue
+                    task = _point_task(path, digest, label, settings, key, data_dir,
+                                       batch_size, backend, worker_threads, ohms, cost)
                     if client is not None:
-                        pending.append(_point_task(path, digest, label, settings, key,
-                                                   data_dir, batch_size, backend,
-                                                   worker_threads, ohms, cost))
+                        pending.append(task)
                         continue
-                    if loaded is None:
-                        model, meta, loader = prepare_checkpoint(
-                            path, limit=limit, data_dir=data_dir, batch_size=batch_size)
-                        from mapping import evaluate_accuracy
-
-                        loaded = (model, loader, float(evaluate_accuracy(model, loader)))
-                    model, loader, clean = loaded
-                    config = make_xbar_config(sigma, tile, adc_bits=adc_bits,
-                                              dac_bits=dac_bits, level=level,
-                                              line_resistance=ohms)
-                    result = simulate_model(model, loader, config, samples=samples, seed=seed,
-                                            backend=backend, progress=progress,
-                                            clean_accuracy=clean, cost=cost)
-                    store.add(key, checkpoint=str(path), label=label, sigma=sigma, tile=tile,
-                              result=result, settings=settings, line_resistance=ohms)
+                    _commit(store, task[1], evaluate_point(task[0], progress=progress),
+                            on_point)
                     computed += 1
-                    if on_point is not None:
-                        on_point({"label": label, "sigma": sigma, "tile": tile,
-                                  "line_resistance": ohms,
-                                  "clean_accuracy": clean, "mean": result["mean"],
-                                  "std": result["std"], "seconds": result["seconds"]})
         if pending:
             from correctnet.distributed import as_results
-            from correctnet.sweep_point import evaluate_point
 
             for i, result in as_results(client, evaluate_point, [t for t, _ in pending],
                                         progress=progress):
-                meta = pending[i][1]
-                store.add(result=result, **meta)
+                _commit(store, pending[i][1], result, on_point)
                 computed += 1
-                if on_point is not None:
-                    on_point({"label": meta["label"], "sigma": meta["sigma"],
-                              "tile": meta["tile"], "line_resistance": meta["line_resistance"],
-                              "clean_accuracy": result["clean_accuracy"],
-                              "mean": result["mean"], "std": result["std"],
-                              "seconds": result["seconds"]})
         rows = store.rows(keys)
     csv_path = export_csv(rows, out / "sweep.csv")
     figures = []
@@ -281,6 +254,17 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
                    plot_sigma_tile_heatmap(shown, out / "heatmap_sigma_tile.png")]
     return {"rows": rows, "computed": computed, "skipped": skipped, "stopped": stopped,
             "database": out / "sweep.db", "csv": csv_path, "figures": figures}
+
+
+def _commit(store: Any, row: dict[str, Any], result: dict[str, Any],
+            on_point: Callable[[dict[str, Any]], None] | None) -> None:
+    """Store one computed point (driver only) and report it to ``on_point``."""
+    store.add(result=result, **row)
+    if on_point is not None:
+        on_point({"label": row["label"], "sigma": row["sigma"], "tile": row["tile"],
+                  "line_resistance": row["line_resistance"],
+                  "clean_accuracy": result["clean_accuracy"], "mean": result["mean"],
+                  "std": result["std"], "seconds": result["seconds"]})
 
 
 def _point_task(path: Path, digest: str, label: str, settings: dict[str, Any], key: str,
