@@ -222,3 +222,16 @@ def irdrop_currents(g, volts, r_word, r_bit=None):
             link(uu(i, j), vv(i, j), g[i, j])
     x = np.linalg.solve(mat, rhs)
     return (x[[vv(m - 1, j) for j in range(n)]] * b).T
+
+
+def digital_layer_sets(costs, total, budget):
+    """Maximal sets of layers (tuples in network order) whose summed cost fits budget*total.
+
+    Brute force over all 2^L subsets, for the digital-layer baseline.
+    """
+    import itertools
+
+    names = list(costs)
+    fits = [s for r in range(len(names) + 1) for s in itertools.combinations(names, r)
+            if sum(costs[n] for n in s) <= budget * total]
+    return sorted(s for s in fits if not any(set(s) < set(t) for t in fits))
