@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_sigma", "plot_layers", "plot_search", "plot_tile_map"]
+__all__ = ["plot_sigma", "plot_layers", "plot_search", "plot_tile_map", "plot_spectra"]
 
 _LABELS = {"plain": "unregularized", "lipschitz": "Lipschitz", "variation_aware":
            "variation-aware", "correctnet": "CorrectNet"}
@@ -78,7 +78,7 @@ def plot_layers(curves: dict[str, dict], path: str | Path) -> Path:
 
 
 def plot_search(explored: list[dict], path: str | Path, *, limits: list[float],
-                best: dict | None = None) -> Path:
+                best: dict | None = None, digital: list[dict] | None = None) -> Path:
     """Explored placements: overhead vs accuracy with std bars (paper Fig. 10).
 
     Args:
@@ -86,6 +86,9 @@ def plot_search(explored: list[dict], path: str | Path, *, limits: list[float],
         path: PNG file.
         limits: Overhead limits (fractions), drawn as vertical lines.
         best: The chosen plan's entry (highlighted).
+        digital: Equal-cost digital-layer baselines ``{"overhead", "mean", "std", "layers"}``
+            (one per budget), drawn as squares: what the same weight budget buys when spent
+            on keeping layers digital instead.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [100 * e.get("overhead", 0.0) for e in explored]
@@ -94,6 +97,11 @@ def plot_search(explored: list[dict], path: str | Path, *, limits: list[float],
     if best is not None and best.get("mean") is not None:
         ax.plot([100 * best["overhead"]], [100 * best["mean"]], marker="*", markersize=16,
                 color="red", linestyle="none", label="chosen")
+    if digital:
+        pts = sorted(digital, key=lambda d: d["overhead"])
+        ax.errorbar([100 * d["overhead"] for d in pts], [100 * d["mean"] for d in pts],
+                    yerr=[100 * d["std"] for d in pts], fmt="s", color="black", capsize=3,
+                    label="layers kept digital (equal cost)")
     for limit in limits:
         ax.axvline(100 * limit, color="gray", linestyle=":", linewidth=1)
     ax.set_xlabel("overhead (% of network weights)")
@@ -128,4 +136,37 @@ def plot_tile_map(tile_map: dict, path: str | Path) -> Path:
     ax.set_title("CorrectNet accuracy (%), 8-bit DAC/ADC"
                  + (f", wires {wires:g} ohm/segment" if wires else ""))
     fig.colorbar(im, ax=ax, label="accuracy (%)")
+    return _save(fig, path)
+
+
+def plot_spectra(layers: dict[str, dict], path: str | Path, *, lam: float) -> Path:
+    """Per analog layer: largest / smallest singular value and conv operator norm per network.
+
+    Args:
+        layers: ``{variant: {layer: {"sigma_max", "sigma_min", "operator_norm"}}}`` (the
+            report's ``variants.<v>.layers``).
+        path: PNG file.
+        lam: The Lipschitz target ``lambda`` (eq. 10), drawn as a dashed line with its
+            +10 % band (the "binds" criterion).
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    keys = (("sigma_max", "largest singular value (flattened W)"),
+            ("sigma_min", "smallest singular value"),
+            ("operator_norm", "conv operator norm (power iteration)"))
+    names = list(next(iter(layers.values())))
+    width = 0.8 / max(1, len(layers))
+    for ax, (key, title) in zip(axes, keys):
+        for k, (variant, diag) in enumerate(layers.items()):
+            xs = [i + (k - (len(layers) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(xs, [diag[n][key] for n in names], width=width,
+                   label=_LABELS.get(variant, variant))
+        ax.axhline(lam, color="black", linestyle="--", linewidth=1, label="lambda")
+        ax.axhspan(lam, 1.1 * lam, color="gray", alpha=0.25)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.split(".")[-1] for n in names], rotation=45)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Spectra of the analog layers (band: within 10 % of lambda = binds)")
     return _save(fig, path)
