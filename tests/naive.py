@@ -235,3 +235,17 @@ def digital_layer_sets(costs, total, budget):
     fits = [s for r in range(len(names) + 1) for s in itertools.combinations(names, r)
             if sum(costs[n] for n in s) <= budget * total]
     return sorted(s for s in fits if not any(set(s) < set(t) for t in fits))
+
+
+def paired_t_interval(d):
+    """Mean, standard error and 95 % Student-t interval of paired differences ``d`` (len >= 2)."""
+    import math
+
+    from scipy import stats
+
+    n = len(d)
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    sem = math.sqrt(var / n)
+    half = stats.t.ppf(0.975, n - 1) * sem
+    return mean, sem, (mean - half, mean + half)
