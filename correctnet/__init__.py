@@ -16,12 +16,12 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "lipschitz_lambda": "correctnet.lipschitz",
-    "orthogonality_penalty": "correctnet.lipschitz",
-    "spectral_norms": "correctnet.lipschitz",
-    "normalized_penalty": "correctnet.lipschitz",
-    "parseval_retract": "correctnet.lipschitz",
-    "layer_diagnostics": "correctnet.diagnostics",
+    "lipschitz_lambda": "correctnet.training.lipschitz",
+    "orthogonality_penalty": "correctnet.training.lipschitz",
+    "spectral_norms": "correctnet.training.lipschitz",
+    "normalized_penalty": "correctnet.training.lipschitz",
+    "parseval_retract": "correctnet.training.lipschitz",
+    "layer_diagnostics": "correctnet.training.diagnostics",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -276,7 +276,7 @@ def test_sweep_bad_line_resistance(trained, tmp_path, capsys):
 
 
 def test_point_key_unchanged_by_default_axes():
-    from correctnet.sweep_store import point_key, point_settings
+    from correctnet.sweep.store import point_key, point_settings
 
     base = {"checkpoint_sha256": "ab", "sigma": 0.3, "tile": 32, "adc_bits": 8,
             "dac_bits": 8, "level": "weight", "samples": 2, "seed": 0, "limit": 64}
@@ -355,8 +355,8 @@ def test_old_sweep_database_resumes(trained, full_sweep, tmp_path, capsys):
 
 
 def test_worker_point_passes_line_resistance_and_cost(trained):
-    from correctnet.sweep_point import evaluate_point
-    from correctnet.sweep_store import file_digest
+    from correctnet.sweep.point import evaluate_point
+    from correctnet.sweep.store import file_digest
 
     task = {"path": str(trained), "digest": file_digest(trained), "limit": 64,
             "data_dir": None, "batch_size": 64, "sigma": 0.0, "tile": 64, "adc_bits": None,

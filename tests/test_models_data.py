@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from correctnet.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from correctnet.data import DATASET_NAMES, dataset_info, load_dataset, make_loader
+from correctnet.workloads.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from correctnet.workloads.data import DATASET_NAMES, dataset_info, load_dataset, make_loader
 from correctnet.errors import CheckpointError, DatasetError, UsageError
-from correctnet.models import MODEL_NAMES, build_model, output_scale_of, set_output_scale
+from correctnet.workloads.models import MODEL_NAMES, build_model, output_scale_of, set_output_scale
 
 
 

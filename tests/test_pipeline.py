@@ -4,17 +4,17 @@ import pytest
 import torch
 
 from correctnet.cli import main
-from correctnet.compensation import CompensatedLayer, PointwiseConv, insert_compensation
-from correctnet.compensation_training import (
+from correctnet.compensation.modules import CompensatedLayer, PointwiseConv, insert_compensation
+from correctnet.compensation.train import (
     CompensationConfig,
     load_compensation,
     save_compensation,
     train_compensation,
 )
-from correctnet.models import build_model
-from correctnet.pipeline import STAGES, Pipeline, xbar_config
-from correctnet.presets import Preset, get_preset
-from correctnet.runstore import RunConfigError
+from correctnet.workloads.models import build_model
+from correctnet.study.pipeline import STAGES, Pipeline, xbar_config
+from correctnet.study.presets import Preset, get_preset
+from correctnet.study.runstore import RunConfigError
 
 mapping = pytest.importorskip("mapping")
 
@@ -206,7 +206,7 @@ def test_xbar_config_line_resistance_reaches_monte_carlo(tmp_path, monkeypatch):
     assert xbar_config(0.1, 64, line_resistance=2.0).tile.line_resistance == 2.0
     assert xbar_config(0.1, 64).tile.line_resistance == 0.0
     seen = []
-    import correctnet.pipeline as pipeline_module
+    import correctnet.study.pipeline as pipeline_module
 
     real = pipeline_module.xbar_config
 
@@ -224,7 +224,7 @@ def test_xbar_config_line_resistance_reaches_monte_carlo(tmp_path, monkeypatch):
 
 
 def test_ideal_conv_shortcut_equals_torch_backend():
-    from correctnet.compensation_training import _IdealConv, _swap_convs
+    from correctnet.compensation.train import _IdealConv, _swap_convs
 
     torch.manual_seed(0)
     model = insert_compensation(build_model("lenet5").eval(), {"features.conv2": 1.0})
@@ -261,7 +261,7 @@ def test_cli_compensate_one_plan(tiny_run, tmp_path, capsys):
 
 
 def test_report_has_lambda_and_per_layer_spectral_norms(tiny_run):
-    from correctnet.lipschitz import lipschitz_lambda
+    from correctnet.training.lipschitz import lipschitz_lambda
 
     report = json.loads((tiny_run["out"] / "report.json").read_text())
     assert report["lambda"] == pytest.approx(lipschitz_lambda(report["sigma"]))

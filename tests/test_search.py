@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from correctnet.candidates import CandidateError, CandidateResult, select_candidates
-from correctnet.search import (
+from correctnet.search.candidates import CandidateError, CandidateResult, select_candidates
+from correctnet.search.placement import (
     PlanCache,
     SearchConfig,
     SearchError,

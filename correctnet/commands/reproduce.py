@@ -29,9 +29,9 @@ Writes OUT/report.md, OUT/report.json and OUT/fig_*.png.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``reproduce`` subcommand."""
-    from correctnet.data import DATASET_NAMES
-    from correctnet.models import MODEL_NAMES
-    from correctnet.presets import PRESET_NAMES
+    from correctnet.workloads.data import DATASET_NAMES
+    from correctnet.workloads.models import MODEL_NAMES
+    from correctnet.study.presets import PRESET_NAMES
 
     p = subparsers.add_parser(
         "reproduce", help="train, search, compensate and report (the CorrectNet study)",
@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from correctnet.pipeline import Pipeline
-    from correctnet.presets import get_preset
-    from correctnet.report import markdown_table
+    from correctnet.study.pipeline import Pipeline
+    from correctnet.study.presets import get_preset
+    from correctnet.study.report import markdown_table
 
     import torch
 

@@ -98,8 +98,8 @@ def prepare_checkpoint(path: str | Path, *, limit: int | None = None,
     Returns:
         ``(model, meta, loader)``.
     """
-    from correctnet.checkpoint import load_checkpoint
-    from correctnet.data import load_dataset, make_loader
+    from correctnet.workloads.checkpoint import load_checkpoint
+    from correctnet.workloads.data import load_dataset, make_loader
 
     model, meta = load_checkpoint(path, expect_model=expect_model)
     data_dir = data_dir if data_dir is not None else meta.get("data_dir")

@@ -1,7 +1,7 @@
 """``correctnet sweep``: accuracy over a (checkpoint x sigma x tile x wire) grid, resumable.
 
 Results go to ``OUT/sweep.db`` (SQLite, one committed row per point, see
-:mod:`correctnet.sweep_store`), then ``OUT/sweep.csv``, ``OUT/accuracy_vs_sigma.png`` and
+:mod:`correctnet.sweep.store`), then ``OUT/sweep.csv``, ``OUT/accuracy_vs_sigma.png`` and
 ``OUT/heatmap_sigma_tile.png``. Rerunning the same command skips stored points, so a sweep
 stopped by Ctrl-C or ``kill -9`` continues where it stopped.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from correctnet.commands.simulate import add_hardware_arguments, make_xbar_config
 from correctnet.errors import UsageError
-from correctnet.runstore import ensure_output_dir
+from correctnet.study.runstore import ensure_output_dir
 
 EPILOG = """\
 examples:
@@ -189,9 +189,9 @@ def run_sweep(checkpoints: list[str | Path], sigmas: list[float], tiles: list[in
         ``dict(rows, computed, skipped, stopped, database, csv, figures)``; ``rows`` are the
         points of this grid stored so far.
     """
-    from correctnet.plots import plot_accuracy_vs_sigma, plot_sigma_tile_heatmap
-    from correctnet.sweep_point import evaluate_point
-    from correctnet.sweep_store import (
+    from correctnet.sweep.plots import plot_accuracy_vs_sigma, plot_sigma_tile_heatmap
+    from correctnet.sweep.point import evaluate_point
+    from correctnet.sweep.store import (
         SweepStore, export_csv, file_digest, point_key, point_settings)
 
     line_resistances = [0.0] if line_resistances is None else list(line_resistances)
@@ -271,7 +271,7 @@ def _point_task(path: Path, digest: str, label: str, settings: dict[str, Any], k
                 data_dir: str | None, batch_size: int, backend: str | None,
                 threads: int | None, line_resistance: float = 0.0,
                 cost: str = "isaac-32nm") -> tuple[dict[str, Any], dict[str, Any]]:
-    """A worker task for :func:`correctnet.sweep_point.evaluate_point` + its store row."""
+    """A worker task for :func:`correctnet.sweep.point.evaluate_point` + its store row."""
     task = {k: settings[k] for k in ("sigma", "tile", "adc_bits", "dac_bits", "level",
                                      "samples", "seed", "limit")}
     task.update(path=str(path), digest=digest, data_dir=data_dir, batch_size=batch_size,

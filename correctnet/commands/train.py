@@ -26,9 +26,9 @@ Writes OUT/checkpoint.pt after every epoch (atomically) and OUT/checkpoint-epoch
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
-    from correctnet.data import DATASET_NAMES
-    from correctnet.models import MODEL_NAMES
-    from correctnet.training import CONSTRAINTS, METHODS, OPTIMIZERS
+    from correctnet.workloads.data import DATASET_NAMES
+    from correctnet.workloads.models import MODEL_NAMES
+    from correctnet.training.train import CONSTRAINTS, METHODS, OPTIMIZERS
 
     p = subparsers.add_parser(
         "train", help="train a network to a checkpoint (plain, lipschitz, variation-aware)",
@@ -80,12 +80,12 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``correctnet train``."""
     import torch
 
-    from correctnet.data import dataset_info, load_dataset, make_loader
-    from correctnet.diagnostics import format_diagnostics
+    from correctnet.workloads.data import dataset_info, load_dataset, make_loader
+    from correctnet.training.diagnostics import format_diagnostics
     from correctnet.errors import UsageError
-    from correctnet.models import build_model
-    from correctnet.runstore import ensure_output_dir
-    from correctnet.training import TrainConfig, train_model
+    from correctnet.workloads.models import build_model
+    from correctnet.study.runstore import ensure_output_dir
+    from correctnet.training.train import TrainConfig, train_model
 
     if args.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if path.exists() and not args.resume:
         raise UsageError(f"{path} exists; add --resume to continue it or choose another --out")
     if path.exists():
-        from correctnet.checkpoint import read_checkpoint
+        from correctnet.workloads.checkpoint import read_checkpoint
         from correctnet.errors import CheckpointError
 
         old = read_checkpoint(path)["meta"]

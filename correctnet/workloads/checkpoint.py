@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from correctnet.errors import CheckpointError
-from correctnet.models import build_model, output_scale_of
+from correctnet.workloads.models import build_model, output_scale_of
 
 FORMAT = "correctnet-checkpoint"
 VERSION = 1
@@ -98,7 +98,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} holds CorrectNet compensators, not a network: they belong to a base "
             "network (the run folder's <base>.pt); `correctnet reproduce --out RUN` with the "
             "run's arguments prints their evaluation, or in Python use "
-            "correctnet.compensation_training.load_compensation(path, base) and simulate the "
+            "correctnet.compensation.train.load_compensation(path, base) and simulate the "
             "returned network")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a correctnet checkpoint (no '{FORMAT}' header)")

@@ -1,4 +1,4 @@
-"""The stage functions of :class:`correctnet.pipeline.Pipeline` (one per stage name).
+"""The stage functions of :class:`correctnet.study.pipeline.Pipeline` (one per stage name).
 
 Each takes the pipeline, does its work, writes its own files into the run folder and returns a
 JSON-safe dict that the pipeline stores as the stage's result.
@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from correctnet.candidates import select_candidates
-from correctnet.compensation import format_plan, plan_overhead
-from correctnet.compensation_training import CompensationConfig, save_compensation
-from correctnet.compensation_training import train_compensation as _train_comp
+from correctnet.search.candidates import select_candidates
+from correctnet.compensation.modules import format_plan, plan_overhead
+from correctnet.compensation.train import CompensationConfig, save_compensation
+from correctnet.compensation.train import train_compensation as _train_comp
 from correctnet.hardware import xbar_config
-from correctnet.plan_evaluator import PlanEvaluator
+from correctnet.search.evaluator import PlanEvaluator
 from correctnet.seeding import derive_seed
-from correctnet.search import (
+from correctnet.search.placement import (
     PlanCache,
     SearchConfig,
     action_space_size,
@@ -30,7 +30,7 @@ from correctnet.search import (
 from correctnet.variants import TRAIN_METHOD, VARIANTS
 
 if TYPE_CHECKING:                       # annotations only: the pipeline calls these stages
-    from correctnet.pipeline import Pipeline
+    from correctnet.study.pipeline import Pipeline
 
 __all__ = ["train_plain", "train_lipschitz", "train_variation_aware", "evaluate_baselines",
            "candidates", "search", "train_compensation", "evaluate_correctnet", "sweeps",
@@ -38,8 +38,8 @@ __all__ = ["train_plain", "train_lipschitz", "train_variation_aware", "evaluate_
 
 
 def _train(pipe: Pipeline, variant: str) -> dict:
-    from correctnet.models import build_model
-    from correctnet.training import TrainConfig, train_model
+    from correctnet.workloads.models import build_model
+    from correctnet.training.train import TrainConfig, train_model
 
     p = pipe.preset
     epochs = {"plain": p.epochs, "lipschitz": p.lipschitz_epochs,
@@ -294,7 +294,7 @@ def sweeps(pipe: Pipeline) -> dict:
 
 def report(pipe: Pipeline) -> dict:
     """Write report.md, report.json and the figures."""
-    from correctnet.report import write_report
+    from correctnet.study.report import write_report
 
     return write_report(pipe)
 

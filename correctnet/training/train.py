@@ -5,10 +5,10 @@ Methods (``TrainConfig.method``):
 - ``plain``: cross-entropy.
 - ``lipschitz``: ``lambda = lipschitz_lambda(sigma, k)``; ``constraint="soft"``:
   ``CE + beta * sum_i ||W_i W_i^T / lambda^2 - I||_F^2 / min(out_i, in_i)`` (eq. 11,
-  :func:`~correctnet.lipschitz.normalized_penalty`); ``constraint="hard"``: CE only, every
+  :func:`~correctnet.training.lipschitz.normalized_penalty`); ``constraint="hard"``: CE only, every
   analog weight set to ``lambda`` times its polar factor before training and after every
-  optimizer step (:func:`~correctnet.lipschitz.parseval_retract`). Per-layer spectral norms
-  and :func:`~correctnet.diagnostics.layer_diagnostics` are logged every epoch.
+  optimizer step (:func:`~correctnet.training.lipschitz.parseval_retract`). Per-layer spectral norms
+  and :func:`~correctnet.training.diagnostics.layer_diagnostics` are logged every epoch.
 - ``variation-aware``: every batch draws a fresh ``w * exp(theta)``, ``theta ~ N(0, sigma^2)``
   per weight, into every analog Linear/Conv2d weight (modules marked digital are left alone);
   the forward pass uses ``torch.func.functional_call`` with the perturbed weights, so the
@@ -19,7 +19,7 @@ Determinism: the loader's shuffling generator and the variation generator are re
 gives the same weights as an uninterrupted one.
 
 Optional digital output scale (``output_scale``, ``learn_output_scale``): a scalar multiplying
-the logits (see :class:`correctnet.models.OutputScale`); it lets a network whose layers are held
+the logits (see :class:`~.workloads.models.OutputScale`); it lets a network whose layers are held
 near a small ``lambda`` still reach confident logits.
 """
 
@@ -39,12 +39,12 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from correctnet.checkpoint import _load_error_summary, read_checkpoint, save_checkpoint
-from correctnet.diagnostics import layer_diagnostics
+from correctnet.workloads.checkpoint import _load_error_summary, read_checkpoint, save_checkpoint
+from correctnet.training.diagnostics import layer_diagnostics
 from correctnet.errors import CheckpointError, TrainingError, UsageError
-from correctnet.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
+from correctnet.training.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
                                   spectral_norms)
-from correctnet.models import output_scale_of, set_output_scale
+from correctnet.workloads.models import output_scale_of, set_output_scale
 
 #: Training methods accepted by :class:`TrainConfig`.
 METHODS: tuple[str, ...] = ("plain", "lipschitz", "variation-aware")
@@ -240,7 +240,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
     """Train ``model`` in place with the chosen method, checkpointing every epoch.
 
     Args:
-        model: Network (e.g. from :func:`correctnet.models.build_model`).
+        model: Network (e.g. from :func:`correctnet.workloads.models.build_model`).
         train_loader: Iterable of ``(x, y)`` batches; if it has a ``torch.Generator`` in
             ``.generator`` it is reseeded with ``seed + epoch`` every epoch.
         test_loader: Batches for the per-epoch clean test accuracy (``None``: skip).
@@ -256,14 +256,14 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
             ``in_channels``, ``input_size`` are needed to reload); training adds ``method``,
             ``sigma``, ``beta``, ``k``, ``epoch``, ``epochs``, ``test_accuracy``, ``history``,
             ``train_config``, ``output_scale``, ``learn_output_scale``, ``diagnostics`` (lipschitz:
-            the last epoch's :func:`~correctnet.diagnostics.layer_diagnostics`, else None).
+            the last epoch's :func:`~correctnet.training.diagnostics.layer_diagnostics`, else None).
         device: Device to train on (``"cpu"``, ``"cuda"``); ``None``: the model's device.
 
     Returns:
         History dict of per-epoch lists: ``epoch``, ``train_loss``, ``train_accuracy``,
         ``penalty`` (lipschitz), ``test_accuracy`` (fractions), ``spectral_norms`` (lipschitz:
         one ``{layer: norm}`` dict per epoch), ``diagnostics`` (lipschitz: one
-        :func:`~correctnet.diagnostics.layer_diagnostics` dict per epoch, conv operator norms
+        :func:`~.diagnostics.layer_diagnostics` dict per epoch, conv operator norms
         at the training images' size), ``seconds``; plus ``lambda``.
 
     Raises:

@@ -15,11 +15,11 @@ Accuracies and overhead are fractions.
 
 from __future__ import annotations
 
-from correctnet import report_plots
-from correctnet.compensation import format_plan
-from correctnet.diagnostics import layer_diagnostics
-from correctnet.lipschitz import lipschitz_lambda
-from correctnet.runstore import write_json
+from correctnet.study import figures as report_plots
+from correctnet.compensation.modules import format_plan
+from correctnet.training.diagnostics import layer_diagnostics
+from correctnet.training.lipschitz import lipschitz_lambda
+from correctnet.study.runstore import write_json
 
 __all__ = ["build_report", "write_report", "markdown_table", "cost_section"]
 
@@ -77,7 +77,7 @@ def cost_section(pipe) -> dict:
 def layers_section(pipe, variant: str) -> dict:
     """Per analog layer of ``variant``: ``{"sigma_max", "sigma_min", "operator_norm", "binds"}``.
 
-    From :func:`correctnet.diagnostics.layer_diagnostics` at the study's
+    From :func:`correctnet.training.diagnostics.layer_diagnostics` at the study's
     ``lambda = lipschitz_lambda(sigma)`` (eq. 10), conv operator norms at one test image's
     size; ``binds``: ``sigma_max`` within 10 % of ``lambda``. Values are rounded to 8
     significant digits, so that the report does not depend on the thread count (the SVD's

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from correctnet.compensation import format_plan, normalize_plan
+from correctnet.compensation.modules import format_plan, normalize_plan
 from correctnet.errors import CorrectNetError
 
 __all__ = [
@@ -116,7 +116,7 @@ class PlanCache:
         self.path = Path(path) if path is not None else None
         self.entries: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
-            from correctnet.runstore import UnreadableFileError, read_json
+            from correctnet.study.runstore import UnreadableFileError, read_json
 
             fix = "delete it and rerun: its plans are trained again"
             self.entries = read_json(self.path, what="plan cache", fix=fix)

@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from correctnet.compensation import format_plan
+from correctnet.compensation.modules import format_plan
 from correctnet.hardware import xbar_config
-from correctnet.presets import Preset
-from correctnet.runstore import RunStore
+from correctnet.study.presets import Preset
+from correctnet.study.runstore import RunStore
 from correctnet.seeding import derive_seed, isolated_rng
 from correctnet.variants import VARIANTS
 
@@ -57,8 +57,8 @@ class Pipeline:
     """One reproduce run in the folder ``out``.
 
     Args:
-        model: Model name (:data:`correctnet.models.MODEL_NAMES`).
-        dataset: Dataset name (:data:`correctnet.data.DATASET_NAMES`).
+        model: Model name (:data:`correctnet.workloads.models.MODEL_NAMES`).
+        dataset: Dataset name (:data:`correctnet.workloads.data.DATASET_NAMES`).
         sigma: Device variation of the study.
         out: Run folder.
         preset: Settings.
@@ -82,7 +82,7 @@ class Pipeline:
                  progress: bool = True, log: Callable[[str], None] | None = None,
                  before_stage: Callable[[str], None] | None = None, client=None,
                  worker_threads: int | None = None) -> None:
-        from correctnet.data import dataset_info
+        from correctnet.workloads.data import dataset_info
 
         if not (math.isfinite(sigma) and sigma >= 0):
             from correctnet.errors import UsageError
@@ -103,7 +103,7 @@ class Pipeline:
     # ------------------------------------------------------------------ helpers
     def dataset_split(self, split: str, limit: int | None):
         """Cached ``TensorDataset`` of a split, first ``limit`` images."""
-        from correctnet.data import load_dataset
+        from correctnet.workloads.data import load_dataset
 
         key = (split, limit)
         if key not in self._data:
@@ -113,7 +113,7 @@ class Pipeline:
 
     def loader(self, split: str, limit: int | None, *, train: bool = False, seed: int = 0):
         """A DataLoader over a split (shuffled training batches or evaluation batches)."""
-        from correctnet.data import make_loader
+        from correctnet.workloads.data import make_loader
 
         ds = self.dataset_split(split, limit)
         if train:
@@ -126,14 +126,14 @@ class Pipeline:
 
     def network(self, variant: str) -> nn.Module:
         """Load a trained network (float, eval mode)."""
-        from correctnet.checkpoint import load_checkpoint
+        from correctnet.workloads.checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(self.checkpoint(variant), expect_model=self.model_name)
         return model.eval()
 
     def correctnet_network(self) -> nn.Module:
         """The compensated float network (base + trained compensators)."""
-        from correctnet.compensation_training import load_compensation
+        from correctnet.compensation.train import load_compensation
 
         model, _ = load_compensation(self.store.path("correctnet.pt"),
                                      self.network(self.preset.base))
@@ -182,7 +182,7 @@ class Pipeline:
 
     def clean_accuracy(self, model: nn.Module, limit: int | None) -> float:
         """Float (digital, variation-free) accuracy."""
-        from correctnet.training import evaluate
+        from correctnet.training.train import evaluate
 
         return float(evaluate(model, self.loader("test", limit), "cpu"))
 
@@ -193,7 +193,7 @@ class Pipeline:
         Returns:
             ``{stage: result}`` of the finished stages.
         """
-        from correctnet import pipeline_stages
+        from correctnet.study import stages as pipeline_stages
 
         results = {}
         for name in STAGES:
@@ -211,7 +211,7 @@ class Pipeline:
                 results[name] = result
                 self.log(f"[{name}] {_summary(name, result)} ({seconds:.1f} s)")
                 if name == "report":
-                    from correctnet.report import finalize_stage_times
+                    from correctnet.study.report import finalize_stage_times
 
                     finalize_stage_times(self)
             if name == until:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from correctnet.compensation import (
+from correctnet.compensation.modules import (
     PlanError,
     compensated_layers,
     compensation_parameters,

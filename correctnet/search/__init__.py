@@ -1,0 +1,39 @@
+"""Where to compensate: candidate layers and the placement search.
+
+The Fig. 9 candidate rule, the reward, the plan cache, the RL and exhaustive placement
+searches, and the picklable plan evaluator.
+
+Modules: ``candidates``, ``evaluator``, ``placement``.
+Their public names are importable from here too; they load on first use (PEP 562), so
+importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "CandidateError": "correctnet.search.candidates",
+    "CandidateResult": "correctnet.search.candidates",
+    "select_candidates": "correctnet.search.candidates",
+    "monte_carlo_tail_accuracy": "correctnet.search.candidates",
+    "PlanEvaluator": "correctnet.search.evaluator",
+    "SearchError": "correctnet.search.placement",
+    "SearchConfig": "correctnet.search.placement",
+    "PlanCache": "correctnet.search.placement",
+    "SearchResult": "correctnet.search.placement",
+    "PolicyRNN": "correctnet.search.placement",
+    "reward": "correctnet.search.placement",
+    "rl_search": "correctnet.search.placement",
+    "exhaustive_search": "correctnet.search.placement",
+    "action_space_size": "correctnet.search.placement",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    """Import ``name`` from its module on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'correctnet.search' has no attribute {name!r}")

@@ -1,0 +1,35 @@
+"""Sweeps over device variation and tile size.
+
+One simulated point, the grid, its SQLite store and its figures.
+
+Modules: ``plots``, ``point``, ``store``.
+Their public names are importable from here too; they load on first use (PEP 562), so
+importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "plot_accuracy_vs_sigma": "correctnet.sweep.plots",
+    "plot_sigma_tile_heatmap": "correctnet.sweep.plots",
+    "evaluate_point": "correctnet.sweep.point",
+    "DEFAULT_COST": "correctnet.sweep.store",
+    "CSV_COLUMNS": "correctnet.sweep.store",
+    "SweepStoreError": "correctnet.sweep.store",
+    "point_settings": "correctnet.sweep.store",
+    "point_key": "correctnet.sweep.store",
+    "file_digest": "correctnet.sweep.store",
+    "SweepStore": "correctnet.sweep.store",
+    "export_csv": "correctnet.sweep.store",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    """Import ``name`` from its module on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'correctnet.sweep' has no attribute {name!r}")

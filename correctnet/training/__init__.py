@@ -1,0 +1,45 @@
+"""Training the networks.
+
+Plain, Lipschitz-regularized and variation-aware training, the Lipschitz penalty and
+constraint, and per-layer spectral diagnostics.
+
+Modules: ``diagnostics``, ``lipschitz``, ``train``.
+Their public names are importable from here too; they load on first use (PEP 562), so
+importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "BIND_TOLERANCE": "correctnet.training.diagnostics",
+    "conv_operator_norm": "correctnet.training.diagnostics",
+    "layer_diagnostics": "correctnet.training.diagnostics",
+    "format_diagnostics": "correctnet.training.diagnostics",
+    "lipschitz_lambda": "correctnet.training.lipschitz",
+    "orthogonality_penalty": "correctnet.training.lipschitz",
+    "spectral_norms": "correctnet.training.lipschitz",
+    "normalized_penalty": "correctnet.training.lipschitz",
+    "parseval_retract": "correctnet.training.lipschitz",
+    "METHODS": "correctnet.training.train",
+    "OPTIMIZERS": "correctnet.training.train",
+    "CONSTRAINTS": "correctnet.training.train",
+    "TrainConfig": "correctnet.training.train",
+    "perturbed_weights": "correctnet.training.train",
+    "evaluate": "correctnet.training.train",
+    "RESUMABLE_CHANGES": "correctnet.training.train",
+    "RESUME_META_KEYS": "correctnet.training.train",
+    "resume_differences": "correctnet.training.train",
+    "epoch_checkpoint_path": "correctnet.training.train",
+    "train_model": "correctnet.training.train",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    """Import ``name`` from its module on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'correctnet.training' has no attribute {name!r}")
