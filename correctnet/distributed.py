@@ -25,13 +25,10 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from correctnet.errors import CorrectNetError, UsageError
+from correctnet.errors import DistributedError, UsageError
 
 INSTALL_HINT = "pip install correctnet-sim[distributed]"
 
-
-class DistributedError(CorrectNetError, RuntimeError):
-    """Dask is not installed, or the scheduler cannot be reached."""
 
 
 def import_distributed() -> Any:

@@ -14,7 +14,7 @@ from correctnet.compensation.train import (
 from correctnet.workloads.models import build_model
 from correctnet.study.pipeline import STAGES, Pipeline, xbar_config
 from correctnet.study.presets import Preset, get_preset
-from correctnet.study.runstore import RunConfigError
+from correctnet.errors import RunConfigError
 
 mapping = pytest.importorskip("mapping")
 

@@ -143,7 +143,7 @@ def test_unusable_out_is_one_line_before_any_work(command, tmp_path, capsys):
 
 def test_ensure_output_dir_creates_and_names_the_option(tmp_path):
     from correctnet.errors import UsageError
-    from correctnet.study.runstore import ensure_output_dir
+    from correctnet.fileio import ensure_output_dir
 
     assert ensure_output_dir(tmp_path / "a" / "b").is_dir()
     assert list((tmp_path / "a" / "b").iterdir()) == []      # the probe file is removed
@@ -155,7 +155,7 @@ def test_ensure_output_dir_creates_and_names_the_option(tmp_path):
 def test_corrupt_stage_file_names_itself_and_the_fix(tmp_path):
     from correctnet.study.pipeline import Pipeline
     from correctnet.study.presets import get_preset
-    from correctnet.study.runstore import UnreadableFileError
+    from correctnet.errors import UnreadableFileError
 
     pipe = Pipeline("lenet5", "fashion-mnist", 0.5, tmp_path / "run", get_preset("tiny"),
                     progress=False)
@@ -173,7 +173,7 @@ def test_corrupt_stage_file_names_itself_and_the_fix(tmp_path):
 
 @pytest.mark.parametrize("content", ["{\"a\": ", "[]", "{\"x=1\": {\"plan\": {}}}"])
 def test_corrupt_plan_cache_names_itself(tmp_path, content):
-    from correctnet.study.runstore import UnreadableFileError
+    from correctnet.errors import UnreadableFileError
     from correctnet.search.placement import PlanCache
 
     path = tmp_path / "plans.json"

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from correctnet.workloads.data import load_dataset, make_loader
     from correctnet.hardware import xbar_config
-    from correctnet.study.runstore import ensure_output_dir, write_json
+    from correctnet.fileio import ensure_output_dir, write_json
 
     import torch
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from correctnet.commands.simulate import add_hardware_arguments, make_xbar_config
 from correctnet.errors import UsageError
-from correctnet.study.runstore import ensure_output_dir
+from correctnet.fileio import ensure_output_dir
 
 EPILOG = """\
 examples:

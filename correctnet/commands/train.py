@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from correctnet.training.diagnostics import format_diagnostics
     from correctnet.errors import UsageError
     from correctnet.workloads.models import build_model
-    from correctnet.study.runstore import ensure_output_dir
+    from correctnet.fileio import ensure_output_dir
     from correctnet.training.train import TrainConfig, train_model
 
     if args.device.split(":")[0] not in ("cpu", "cuda"):

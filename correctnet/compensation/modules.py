@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from correctnet.errors import CorrectNetError
+from correctnet.errors import PlanError
 
 __all__ = [
     "PlanError",
@@ -62,9 +62,6 @@ __all__ = [
     "format_plan",
 ]
 
-
-class PlanError(CorrectNetError, ValueError):
-    """A compensation plan names an unknown layer or has an invalid ratio."""
 
 
 def _mark_digital(module: nn.Module) -> nn.Module:

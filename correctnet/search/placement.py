@@ -16,7 +16,6 @@ run folder), so no plan is trained twice, across limits and across reruns.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +26,8 @@ import torch
 from torch import nn
 
 from correctnet.compensation.modules import format_plan, normalize_plan
-from correctnet.errors import CorrectNetError
+from correctnet.errors import SearchError, UnreadableFileError
+from correctnet.fileio import read_json, write_json
 
 __all__ = [
     "SearchError",
@@ -46,9 +46,6 @@ Evaluator = Callable[[Plan], tuple[float, float]]
 #: ``plans -> iterator of (index, (mean, std))`` in any order (e.g. as Dask workers finish).
 MapEvaluator = Callable[[list[Plan]], Iterable[tuple[int, tuple[float, float]]]]
 
-
-class SearchError(CorrectNetError, ValueError):
-    """Invalid search arguments (empty action sets, bad limits, ...)."""
 
 
 def reward(mean: float, std: float, overhead: float, limit: float) -> float:
@@ -116,8 +113,6 @@ class PlanCache:
         self.path = Path(path) if path is not None else None
         self.entries: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
-            from correctnet.study.runstore import UnreadableFileError, read_json
-
             fix = "delete it and rerun: its plans are trained again"
             self.entries = read_json(self.path, what="plan cache", fix=fix)
             if not (isinstance(self.entries, dict) and all(
@@ -146,9 +141,7 @@ class PlanCache:
         entry = {"plan": normalize_plan(plan), "mean": float(mean), "std": float(std), **extra}
         self.entries[self.key(plan)] = entry
         if self.path is not None:
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            write_json(self.path, self.entries, sort_keys=True)
         return entry
 
     def evaluate(self, plan: Mapping[str, float], evaluator: Evaluator, **extra) -> dict:

@@ -19,7 +19,7 @@ from correctnet.study import figures as report_plots
 from correctnet.compensation.modules import format_plan
 from correctnet.training.diagnostics import layer_diagnostics
 from correctnet.training.lipschitz import lipschitz_lambda
-from correctnet.study.runstore import write_json
+from correctnet.fileio import write_json, write_text
 
 __all__ = ["build_report", "write_report", "markdown_table", "cost_section"]
 
@@ -284,7 +284,7 @@ def write_report(pipe) -> dict:
     }
     report["figures"] = figures
     write_json(store.path("report.json"), report)
-    store.path("report.md").write_text(_markdown(report))
+    write_text(store.path("report.md"), _markdown(report))
     return {"report_md": "report.md", "report_json": "report.json", "figures": figures}
 
 
@@ -298,7 +298,7 @@ def finalize_stage_times(pipe) -> None:
     report = json.loads(path.read_text())
     report["stages"] = pipe.stage_seconds()
     write_json(path, report)
-    pipe.store.path("report.md").write_text(_markdown(report))
+    write_text(pipe.store.path("report.md"), _markdown(report))
 
 
 __all__ += ["finalize_stage_times"]
