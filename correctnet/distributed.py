@@ -19,7 +19,6 @@ environment, so ``N`` workers never use more than the machine's cores.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -43,18 +42,6 @@ def import_distributed() -> Any:
         raise DistributedError("--workers/--scheduler need dask[distributed]: "
                                f"{INSTALL_HINT}") from None
     return dd
-
-
-def add_dask_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``--workers N`` and ``--scheduler ADDRESS`` (mutually exclusive) to a command."""
-    from correctnet.commands.argtypes import positive_int
-
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                       help="run on a local Dask cluster of N worker processes "
-                            f"(needs {INSTALL_HINT})")
-    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="run on an existing Dask scheduler, e.g. tcp://host:8786")
 
 
 def compute_threads(workers: int, cpus: int | None = None) -> int:

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from correctnet.cli import main
-from correctnet.commands.sweep import checkpoint_labels, parse_sigmas, parse_tiles
+from correctnet.commands.sweep import parse_sigmas, parse_tiles
+from correctnet.sweep.run import checkpoint_labels
 from correctnet.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -326,7 +327,7 @@ def test_sweep_line_resistance_axis_and_cost_columns(trained, tmp_path, capsys):
 
 
 def test_plot_rows_labels_per_line_resistance():
-    from correctnet.commands.sweep import plot_rows
+    from correctnet.sweep.run import plot_rows
 
     rows = [{"label": "a", "line_resistance": 0.0}, {"label": "a", "line_resistance": 2.0}]
     assert [r["label"] for r in plot_rows(rows)] == ["a 0 ohm", "a 2 ohm"]

@@ -16,7 +16,7 @@ pytest.importorskip("dask.distributed")
 
 from correctnet.workloads.checkpoint import save_checkpoint  # noqa: E402
 from correctnet.cli import main  # noqa: E402
-from correctnet.commands.sweep import run_sweep  # noqa: E402
+from correctnet.sweep.run import run_sweep  # noqa: E402
 from correctnet.distributed import (  # noqa: E402
     DistributedError, compute_threads, dask_client, import_distributed)
 from correctnet.errors import UsageError  # noqa: E402

@@ -105,13 +105,12 @@ def test_cli_train_nan_is_one_line_exit_2(tmp_path, capsys):
 
 def test_compensation_nan_loss_stops(data):
     from correctnet.compensation.train import CompensationConfig, train_compensation
-    from correctnet.study.pipeline import xbar_config
+    from xbar import XbarConfig
 
-    pytest.importorskip("mapping")
     with pytest.raises(TrainingError, match="compensation training diverged"):
         train_compensation(_model().eval(), {"classifier.fc3": 1.0},
                            make_loader(data, 8, shuffle=True),
-                           xbar_config(0.5), CompensationConfig(epochs=1, lr=1e30))
+                           XbarConfig.rram_lognormal(0.5), CompensationConfig(epochs=1, lr=1e30))
 
 
 # ---------------------------------------------------------------- item 7: --out checked first
@@ -288,7 +287,7 @@ def test_duplicate_plan_entry_refused():
 
 def test_identical_checkpoints_in_a_sweep_are_refused(tmp_path):
     from correctnet.workloads.checkpoint import save_checkpoint
-    from correctnet.commands.sweep import run_sweep
+    from correctnet.sweep.run import run_sweep
     from correctnet.errors import UsageError
 
     a = save_checkpoint(tmp_path / "a" / "checkpoint.pt", _model(), META)

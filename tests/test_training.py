@@ -7,7 +7,8 @@ from correctnet.workloads.data import load_dataset, make_loader
 from correctnet.errors import CheckpointError, UsageError
 from correctnet.workloads.models import build_model
 from correctnet.training.train import (
-    TrainConfig, epoch_checkpoint_path, evaluate, perturbed_weights, train_model)
+    TrainConfig, epoch_checkpoint_path, perturbed_weights, train_model)
+from mapping import evaluate_accuracy as evaluate
 
 
 META = dict(model="lenet5", dataset="fashion-mnist", num_classes=10, in_channels=1,

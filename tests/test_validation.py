@@ -24,7 +24,8 @@ from correctnet.workloads.checkpoint import save_checkpoint
 from correctnet.cli import main
 from correctnet.commands.compensate import check_plan_fits, resolve_plan
 from correctnet.commands.simulate import parse_bits
-from correctnet.commands.sweep import parse_sigmas, run_sweep
+from correctnet.commands.sweep import parse_sigmas
+from correctnet.sweep.run import run_sweep
 from correctnet.compensation.modules import PlanError
 from correctnet.errors import UsageError
 from correctnet.training.lipschitz import lipschitz_lambda

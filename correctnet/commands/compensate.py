@@ -141,6 +141,7 @@ def check_plan_fits(model: Any, plan: dict[str, float], memory: int | None = Non
 def run(args: argparse.Namespace) -> int:
     """Train and evaluate one plan; print accuracy and overhead."""
     from mapping import run_monte_carlo
+    from xbar import XbarConfig
 
     from correctnet.workloads.checkpoint import load_checkpoint
     from correctnet.compensation.modules import compensable_layers, plan_overhead
@@ -150,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
         train_compensation,
     )
     from correctnet.workloads.data import load_dataset, make_loader
-    from correctnet.hardware import xbar_config
     from correctnet.fileio import ensure_output_dir, write_json
 
     import torch
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                                      limit=args.train_limit), 128, shuffle=True, seed=args.seed)
     test = make_loader(load_dataset(dataset, "test", data_dir=args.data_dir, limit=args.limit),
                        1000)
-    cfg = xbar_config(args.sigma, args.tile)
+    cfg = XbarConfig.rram_lognormal(float(args.sigma), n_rows=args.tile, n_cols=args.tile)
     print(f"plan {plan} on {args.checkpoint}: overhead {overhead:.2%}", flush=True)
     t0 = time.perf_counter()
     analog, hist = train_compensation(model, plan, train, cfg,

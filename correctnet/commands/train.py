@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from correctnet.commands.argtypes import (nonneg_float, nonneg_int, positive_float,
+from correctnet.commands.argtypes import (method_name, nonneg_float, nonneg_int, positive_float,
                                        positive_int, torch_device)
 
 EPILOG = """\
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing data into --data-dir")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--method", choices=METHODS, default="plain", help="training method (plain)")
+    p.add_argument("--method", type=method_name, choices=METHODS, default="plain",
+                   help="training method (plain)")
     p.add_argument("--epochs", type=positive_int, default=10, help="epochs (10)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (1e-3)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="batch size (128)")

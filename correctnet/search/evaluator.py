@@ -84,10 +84,10 @@ class PlanEvaluator:
         from correctnet.compensation.train import CompensationConfig
         from correctnet.compensation.train import train_compensation
         from correctnet.workloads.data import make_loader
-        from correctnet.hardware import xbar_config
         from correctnet.search.placement import PlanCache
         from correctnet.seeding import derive_seed
         from mapping import run_monte_carlo, set_backend
+        from xbar import XbarConfig
 
         if self.threads:
             from correctnet.distributed import set_compute_threads
@@ -112,8 +112,10 @@ class PlanEvaluator:
         config = dataclasses.replace(
             CompensationConfig(epochs=p["search_epochs"], lr=p["comp_lr"]),
             seed=derive_seed(p["seed"], "search", PlanCache.key(plan)))
-        analog, _ = train_compensation(base, plan, train, xbar_config(self.sigma, p["tile"]),
-                                       config, device=self.device, progress=False)
+        hardware = XbarConfig.rram_lognormal(float(self.sigma), n_rows=p["tile"],
+                                             n_cols=p["tile"])   # ideal DAC/ADC
+        analog, _ = train_compensation(base, plan, train, hardware, config, device=self.device,
+                                       progress=False)
         if self.device is not None and torch.device(self.device).type == "cuda":
             set_backend(analog, "torch")
             analog.to(self.device)

@@ -3,7 +3,7 @@
 Presets, the run folder, the ordered stages over one context, and the report with its
 figures.
 
-Modules: ``figures``, ``pipeline``, ``presets``, ``report``, ``runstore``, ``stages``.
+Modules: ``context``, ``figures``, ``pipeline``, ``presets``, ``report``, ``runstore``, ``stages``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -13,30 +13,28 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
+    "StudyContext": "correctnet.study.context",
     "plot_sigma": "correctnet.study.figures",
     "plot_layers": "correctnet.study.figures",
     "plot_search": "correctnet.study.figures",
     "plot_tile_map": "correctnet.study.figures",
     "STAGES": "correctnet.study.pipeline",
-    "VARIANTS": "correctnet.study.pipeline",
+    "STAGE_LIST": "correctnet.study.pipeline",
+    "Stage": "correctnet.study.pipeline",
     "Pipeline": "correctnet.study.pipeline",
-    "xbar_config": "correctnet.study.pipeline",
     "Preset": "correctnet.study.presets",
     "PRESETS": "correctnet.study.presets",
     "get_preset": "correctnet.study.presets",
     "PRESET_NAMES": "correctnet.study.presets",
     "build_report": "correctnet.study.report",
+    "draw_figures": "correctnet.study.report",
     "write_report": "correctnet.study.report",
     "markdown_table": "correctnet.study.report",
     "cost_section": "correctnet.study.report",
-    "finalize_stage_times": "correctnet.study.report",
     "RunConfigError": "correctnet.study.runstore",
     "RunStore": "correctnet.study.runstore",
     "UnreadableFileError": "correctnet.study.runstore",
     "config_differences": "correctnet.study.runstore",
-    "ensure_output_dir": "correctnet.study.runstore",
-    "read_json": "correctnet.study.runstore",
-    "write_json": "correctnet.study.runstore",
 }
 
 __all__ = list(_LAZY)

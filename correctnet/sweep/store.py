@@ -171,7 +171,7 @@ class SweepStore:
             label: Short name of the checkpoint.
             sigma: Variation std of the point.
             tile: Tile side of the point.
-            result: :func:`correctnet.commands.simulate.simulate_model` output.
+            result: :func:`correctnet.sweep.simulate.simulate_model` output.
             settings: What determined the point (stored in ``config`` with the XbarConfig).
             line_resistance: Ohm per wire segment of the point.
 

@@ -3,7 +3,7 @@
 Plain, Lipschitz-regularized and variation-aware training, the Lipschitz penalty and
 constraint, and per-layer spectral diagnostics.
 
-Modules: ``diagnostics``, ``lipschitz``, ``train``.
+Modules: ``diagnostics``, ``lipschitz``, ``train``, ``variants``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -22,17 +22,18 @@ _LAZY = {
     "spectral_norms": "correctnet.training.lipschitz",
     "normalized_penalty": "correctnet.training.lipschitz",
     "parseval_retract": "correctnet.training.lipschitz",
-    "METHODS": "correctnet.training.train",
     "OPTIMIZERS": "correctnet.training.train",
     "CONSTRAINTS": "correctnet.training.train",
     "TrainConfig": "correctnet.training.train",
     "perturbed_weights": "correctnet.training.train",
-    "evaluate": "correctnet.training.train",
     "RESUMABLE_CHANGES": "correctnet.training.train",
     "RESUME_META_KEYS": "correctnet.training.train",
     "resume_differences": "correctnet.training.train",
     "epoch_checkpoint_path": "correctnet.training.train",
     "train_model": "correctnet.training.train",
+    "Variant": "correctnet.training.variants",
+    "VARIANTS": "correctnet.training.variants",
+    "METHODS": "correctnet.training.variants",
 }
 
 __all__ = list(_LAZY)

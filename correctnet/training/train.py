@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from mapping import evaluate_accuracy
 from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
@@ -44,10 +45,9 @@ from correctnet.training.diagnostics import layer_diagnostics
 from correctnet.errors import CheckpointError, TrainingError, UsageError
 from correctnet.training.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
                                   spectral_norms)
+from correctnet.training.variants import METHODS, Variant  # METHODS: TrainConfig.method values
 from correctnet.workloads.models import output_scale_of, set_output_scale
 
-#: Training methods accepted by :class:`TrainConfig`.
-METHODS: tuple[str, ...] = ("plain", "lipschitz", "variation-aware")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 #: Lipschitz constraints accepted by :class:`TrainConfig`.
 CONSTRAINTS: tuple[str, ...] = ("soft", "hard")
@@ -155,21 +155,6 @@ def perturbed_weights(model: nn.Module, sigma: float,
     return {f"{name}.weight" if name else "weight":
             lognormal_weight(module.weight, sigma, generator=generator)
             for name, module in analog_layers(model)}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> float:
-    """Clean accuracy (fraction correct) of ``model`` on ``loader`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    correct = total = 0
-    for x, y in loader:
-        x, y = x.to(dev), y.to(dev)
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.numel())
-    model.train(was_training)
-    return correct / max(total, 1)
 
 
 #: ``TrainConfig`` fields a resumed run may change: more epochs continue a finished run.
@@ -336,7 +321,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
                    disable=None if progress else True)
         for x, y in bar:
             x, y = x.to(dev), y.to(dev)
-            if cfg.method == "variation-aware" and cfg.sigma > 0:
+            if cfg.method == Variant.VARIATION_AWARE.method and cfg.sigma > 0:
                 logits = functional_call(model, perturbed_weights(model, cfg.sigma, var_gen),
                                          (x,), strict=False)
             else:
@@ -363,7 +348,8 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         history["train_loss"].append(loss_sum / max(batches, 1))
         history["train_accuracy"].append(correct / max(seen, 1))
         history["penalty"].append(pen_sum / max(batches, 1) if cfg.method == "lipschitz" else None)
-        test_acc = evaluate(model, test_loader, dev) if test_loader is not None else None
+        test_acc = (evaluate_accuracy(model, test_loader, device=dev)
+                    if test_loader is not None else None)
         history["test_accuracy"].append(test_acc)
         history["spectral_norms"].append(spectral_norms(model)
                                          if cfg.method == "lipschitz" else None)
