@@ -8,15 +8,11 @@ from correctnet.compensation.modules import (
     compensable_layers,
     compensation_cost,
     compensation_parameters,
-    count_parameters,
-    format_plan,
     generator_width,
     insert_compensation,
-    model_overhead,
-    normalize_plan,
-    parse_plan,
-    plan_overhead,
 )
+from correctnet.compensation.overhead import count_parameters, model_overhead, plan_overhead
+from correctnet.compensation.plan import format_plan, normalize_plan, parse_plan
 from correctnet.workloads.models import build_model
 
 

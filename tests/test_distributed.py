@@ -170,7 +170,8 @@ def synthetic_plan_score(plan):
 
 def test_exhaustive_search_on_workers_equals_in_process(client, tmp_path):
     from correctnet.distributed import map_evaluator
-    from correctnet.search.placement import PlanCache, exhaustive_search
+    from correctnet.search.cache import PlanCache
+    from correctnet.search.placement import exhaustive_search
 
     layers = ["conv1", "conv2", "fc1"]
     actions = {"conv1": [0.0, 1.0, 2.0], "conv2": [0.0, 1.0, 2.0], "fc1": [0.0, 1.0]}

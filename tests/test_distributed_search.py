@@ -15,7 +15,8 @@ from correctnet.errors import CheckpointError  # noqa: E402
 from correctnet.study.pipeline import Pipeline  # noqa: E402
 from correctnet.search.evaluator import PlanEvaluator  # noqa: E402
 from correctnet.study.presets import get_preset  # noqa: E402
-from correctnet.search.placement import PlanCache, SearchConfig, SearchError, rl_search  # noqa: E402
+from correctnet.search.cache import PlanCache
+from correctnet.search.placement import SearchConfig, SearchError, rl_search  # noqa: E402
 from run_outputs import without_timings  # noqa: E402
 
 LAYERS = ["conv1", "conv2", "fc1"]

@@ -173,7 +173,7 @@ def test_corrupt_stage_file_names_itself_and_the_fix(tmp_path):
 @pytest.mark.parametrize("content", ["{\"a\": ", "[]", "{\"x=1\": {\"plan\": {}}}"])
 def test_corrupt_plan_cache_names_itself(tmp_path, content):
     from correctnet.errors import UnreadableFileError
-    from correctnet.search.placement import PlanCache
+    from correctnet.search.cache import PlanCache
 
     path = tmp_path / "plans.json"
     path.write_text(content)
@@ -277,7 +277,8 @@ def test_negative_threads_refused(command, tmp_path, capsys):
 
 def test_duplicate_plan_entry_refused():
     from correctnet.commands.compensate import resolve_plan
-    from correctnet.compensation.modules import PlanError, parse_plan
+    from correctnet.compensation.modules import PlanError
+    from correctnet.compensation.plan import parse_plan
 
     with pytest.raises(PlanError, match="'conv2' twice"):
         parse_plan("conv2=1,conv2=0.5")

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from correctnet.search.candidates import CandidateError, CandidateResult, select_candidates
+from correctnet.search.cache import PlanCache
 from correctnet.search.placement import (
-    PlanCache,
     SearchConfig,
     SearchError,
     action_space_size,

@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     from xbar import XbarConfig
 
     from correctnet.workloads.checkpoint import load_checkpoint
-    from correctnet.compensation.modules import compensable_layers, plan_overhead
+    from correctnet.compensation.modules import compensable_layers
+    from correctnet.compensation.overhead import plan_overhead
     from correctnet.compensation.train import (
         CompensationConfig,
         save_compensation,

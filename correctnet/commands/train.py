@@ -82,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from correctnet.workloads.data import dataset_info, load_dataset, make_loader
-    from correctnet.training.diagnostics import format_diagnostics
     from correctnet.errors import UsageError
     from correctnet.workloads.models import build_model
     from correctnet.fileio import ensure_output_dir
@@ -134,15 +133,22 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(path), "test_accuracy": acc,
                           "epochs": history["epoch"], "history": history}))
         return 0
+    _print_history(history, cfg.method, acc, path)
+    return 0
+
+
+def _print_history(history: dict, method: str, acc: float, path: Path) -> None:
+    """One line per epoch (with the Lipschitz diagnostics), final norms and accuracy."""
+    from correctnet.training.diagnostics import format_diagnostics
+
     diags = history.get("diagnostics") or [None] * len(history["epoch"])
     for epoch, loss, test_acc, diag in zip(history["epoch"], history["train_loss"],
                                            history["test_accuracy"], diags):
         print(f"epoch {epoch:3d}  train loss {loss:.4f}  test accuracy {100 * test_acc:.2f}%")
         if diag:
             print(f"  sigma_max/sigma_min: {format_diagnostics(diag, history['lambda'])}")
-    if cfg.method == "lipschitz" and history["spectral_norms"]:
+    if method == "lipschitz" and history["spectral_norms"]:
         norms = history["spectral_norms"][-1]
         print(f"spectral norms (lambda {history['lambda']:.4f}): "
               + ", ".join(f"{name} {value:.3f}" for name, value in norms.items()))
     print(f"test accuracy {100 * acc:.2f}%  checkpoint {path}")
-    return 0

@@ -3,7 +3,7 @@
 The generator/compensator modules, inserting them by a plan, their cost, and training
 them under device variation.
 
-Modules: ``modules``, ``train``.
+Modules: ``modules``, ``overhead``, ``plan``, ``train``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "PlanError": "correctnet.compensation.modules",
     "ConvGenerator": "correctnet.compensation.modules",
     "ConvCompensator": "correctnet.compensation.modules",
     "LinearGenerator": "correctnet.compensation.modules",
@@ -26,15 +25,15 @@ _LAZY = {
     "make_compensated_layer": "correctnet.compensation.modules",
     "insert_compensation": "correctnet.compensation.modules",
     "compensation_cost": "correctnet.compensation.modules",
-    "plan_overhead": "correctnet.compensation.modules",
-    "count_parameters": "correctnet.compensation.modules",
     "compensation_parameters": "correctnet.compensation.modules",
     "compensated_layers": "correctnet.compensation.modules",
-    "normalize_plan": "correctnet.compensation.modules",
-    "parse_plan": "correctnet.compensation.modules",
-    "format_plan": "correctnet.compensation.modules",
-    "model_overhead": "correctnet.compensation.modules",
     "freeze_except": "correctnet.compensation.modules",
+    "count_parameters": "correctnet.compensation.overhead",
+    "plan_overhead": "correctnet.compensation.overhead",
+    "model_overhead": "correctnet.compensation.overhead",
+    "normalize_plan": "correctnet.compensation.plan",
+    "parse_plan": "correctnet.compensation.plan",
+    "format_plan": "correctnet.compensation.plan",
     "CompensationConfig": "correctnet.compensation.train",
     "train_compensation": "correctnet.compensation.train",
     "compensation_state": "correctnet.compensation.train",

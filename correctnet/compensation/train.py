@@ -35,8 +35,8 @@ from correctnet.compensation.modules import (
     compensation_parameters,
     freeze_except,
     insert_compensation,
-    normalize_plan,
 )
+from correctnet.compensation.plan import normalize_plan
 from correctnet.errors import CheckpointError, TrainingError, UsageError
 from correctnet.fileio import atomic_write
 from correctnet.seeding import derive_seed, isolated_rng

@@ -3,7 +3,7 @@
 The Fig. 9 candidate rule, the reward, the plan cache, the RL and exhaustive placement
 searches, and the picklable plan evaluator.
 
-Modules: ``candidates``, ``evaluator``, ``placement``.
+Modules: ``cache``, ``candidates``, ``evaluator``, ``placement``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -13,14 +13,13 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "CandidateError": "correctnet.search.candidates",
+    "PlanCache": "correctnet.search.cache",
+    "Evaluator": "correctnet.search.cache",
     "CandidateResult": "correctnet.search.candidates",
     "select_candidates": "correctnet.search.candidates",
     "monte_carlo_tail_accuracy": "correctnet.search.candidates",
     "PlanEvaluator": "correctnet.search.evaluator",
-    "SearchError": "correctnet.search.placement",
     "SearchConfig": "correctnet.search.placement",
-    "PlanCache": "correctnet.search.placement",
     "SearchResult": "correctnet.search.placement",
     "PolicyRNN": "correctnet.search.placement",
     "reward": "correctnet.search.placement",

@@ -84,7 +84,7 @@ class PlanEvaluator:
         from correctnet.compensation.train import CompensationConfig
         from correctnet.compensation.train import train_compensation
         from correctnet.workloads.data import make_loader
-        from correctnet.search.placement import PlanCache
+        from correctnet.search.cache import PlanCache
         from correctnet.seeding import derive_seed
         from mapping import run_monte_carlo, set_backend
         from xbar import XbarConfig

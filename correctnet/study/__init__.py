@@ -3,7 +3,8 @@
 Presets, the run folder, the ordered stages over one context, and the report with its
 figures.
 
-Modules: ``context``, ``figures``, ``pipeline``, ``presets``, ``report``, ``runstore``, ``stages``.
+Modules: ``context``, ``figures``, ``pipeline``, ``presets``, ``report``, ``runstore``,
+``stages``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -31,9 +32,7 @@ _LAZY = {
     "write_report": "correctnet.study.report",
     "markdown_table": "correctnet.study.report",
     "cost_section": "correctnet.study.report",
-    "RunConfigError": "correctnet.study.runstore",
     "RunStore": "correctnet.study.runstore",
-    "UnreadableFileError": "correctnet.study.runstore",
     "config_differences": "correctnet.study.runstore",
 }
 

@@ -15,7 +15,7 @@ Accuracies and overhead are fractions.
 
 from __future__ import annotations
 
-from correctnet.compensation.modules import format_plan
+from correctnet.compensation.plan import format_plan
 from correctnet.fileio import write_json, write_text
 from correctnet.study import figures
 from correctnet.study.context import StudyContext

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 import torch
 
 from correctnet.search.candidates import select_candidates
-from correctnet.compensation.modules import format_plan, plan_overhead
+from correctnet.compensation.overhead import plan_overhead
+from correctnet.compensation.plan import format_plan
 from correctnet.compensation.train import CompensationConfig, save_compensation
 from correctnet.compensation.train import train_compensation as _train_comp
 from correctnet.search.evaluator import PlanEvaluator
 from correctnet.seeding import derive_seed
+from correctnet.search.cache import PlanCache
 from correctnet.search.placement import (
-    PlanCache,
     SearchConfig,
     action_space_size,
     exhaustive_search,

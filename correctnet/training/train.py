@@ -258,23 +258,11 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         differing key. TrainingError: a loss or weight became NaN or infinite (training
         stops before saving, so the last checkpoint holds the last finite weights).
     """
-    try:
-        dev = torch.device(device) if device is not None else next(model.parameters()).device
-    except RuntimeError as exc:
-        raise UsageError(f"bad device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available; use cpu")
+    dev = _device(model, device)
     if cfg.output_scale != 1.0 or cfg.learn_output_scale:
         set_output_scale(model, cfg.output_scale, cfg.learn_output_scale)
     model.to(dev)
-    extras = [m.to(dev) for m in (extra_modules or [])]
-    scale_module = getattr(model, "output_scale", None)
-    scale_ids = ({id(p) for p in scale_module.parameters()}
-                 if isinstance(scale_module, nn.Module) else set())
-    scale_params = [p for p in model.parameters() if id(p) in scale_ids and p.requires_grad]
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
-    params += [p for m in extras for p in m.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, scale_params, cfg)
+    optimizer = _make_optimizer(*_parameter_groups(model, extra_modules, dev), cfg)
     lam = cfg.lam
     history: dict[str, Any] = {"epoch": [], "train_loss": [], "train_accuracy": [],
                                "penalty": [], "test_accuracy": [], "spectral_norms": [],
@@ -282,29 +270,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
     start = 0
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and path is not None and path.is_file():
-        payload = read_checkpoint(path)
-        try:
-            model.load_state_dict(payload["state_dict"])
-            if payload.get("optimizer_state") is not None:
-                optimizer.load_state_dict(payload["optimizer_state"])
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"cannot resume from {path}: it does not fit this model "
-                                  f"and optimizer ({_load_error_summary(exc)})") from exc
-        old = payload["meta"]
-        if old.get("method") != cfg.method:
-            raise CheckpointError(f"cannot resume from {path}: it was trained with method "
-                                  f"{old.get('method')!r}, not {cfg.method!r}")
-        old_constraint = (old.get("train_config") or {}).get("constraint", "soft")
-        if cfg.method == "lipschitz" and old_constraint != cfg.constraint:
-            raise CheckpointError(f"cannot resume from {path}: it was trained with constraint "
-                                  f"{old_constraint!r}, not {cfg.constraint!r}")
-        diffs = resume_differences(old, cfg, meta)
-        if diffs:
-            raise CheckpointError(f"cannot resume from {path}: it was trained with other "
-                                  f"settings ({'; '.join(diffs)}); rerun with the "
-                                  "checkpoint's settings or choose another --out")
-        history = dict(old.get("history") or history)
-        start = int(old.get("epoch", 0))
+        history, start = _resume(path, model, optimizer, cfg, meta, history)
         model.to(dev)
     hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
     if hard and start == 0:
@@ -313,63 +279,153 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         t0 = time.perf_counter()
         if isinstance(getattr(train_loader, "generator", None), torch.Generator):
             train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
-        var_gen = torch.Generator(device=dev).manual_seed(cfg.seed * 100_003 + epoch + 7)
-        model.train()
-        loss_sum = pen_sum = 0.0
-        correct = seen = batches = 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=None if progress else True)
-        for x, y in bar:
-            x, y = x.to(dev), y.to(dev)
-            if cfg.method == Variant.VARIATION_AWARE.method and cfg.sigma > 0:
-                logits = functional_call(model, perturbed_weights(model, cfg.sigma, var_gen),
-                                         (x,), strict=False)
-            else:
-                logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            total = loss
-            if cfg.method == "lipschitz" and cfg.beta > 0 and not hard:
-                pen = normalized_penalty(model, lam)
-                total = loss + cfg.beta * pen
-                pen_sum += float(pen.detach())
-            _check_loss(total.detach(), cfg, epoch, batches + 1, path)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            if hard:
-                parseval_retract(model, lam)
-            loss_sum += float(loss.detach())
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += int(y.numel())
-            batches += 1
-            bar.set_postfix(loss=f"{loss_sum / batches:.3f}")
-        bar.close()
-        history["epoch"].append(epoch)
-        history["train_loss"].append(loss_sum / max(batches, 1))
-        history["train_accuracy"].append(correct / max(seen, 1))
-        history["penalty"].append(pen_sum / max(batches, 1) if cfg.method == "lipschitz" else None)
+        sums, last_x = _train_epoch(model, train_loader, optimizer, cfg, epoch, dev, path,
+                                    progress)
+        _check_weights(model, cfg, epoch, path)
         test_acc = (evaluate_accuracy(model, test_loader, device=dev)
                     if test_loader is not None else None)
-        history["test_accuracy"].append(test_acc)
-        history["spectral_norms"].append(spectral_norms(model)
-                                         if cfg.method == "lipschitz" else None)
-        history.setdefault("diagnostics", []).append(
-            layer_diagnostics(model, lam, x[:1] if batches else None)
-            if cfg.method == "lipschitz" else None)
+        _record_epoch(history, model, cfg, epoch, sums, test_acc, last_x)
         history["seconds"].append(time.perf_counter() - t0)
-        _check_weights(model, cfg, epoch, path)
         if path is not None:
-            scale, learn = output_scale_of(model)
-            full_meta = dict(meta or {})
-            full_meta.update({"method": cfg.method, "sigma": cfg.sigma, "beta": cfg.beta,
-                              "k": cfg.k, "epoch": epoch, "epochs": cfg.epochs,
-                              "test_accuracy": test_acc, "history": history,
-                              "train_config": cfg.to_dict(), "output_scale": scale,
-                              "learn_output_scale": learn,
-                              "diagnostics": history["diagnostics"][-1]})
-            opt_state = optimizer.state_dict()
-            save_checkpoint(path, model, full_meta, optimizer_state=opt_state)
-            if cfg.keep_epoch_checkpoints:
-                save_checkpoint(epoch_checkpoint_path(path, epoch), model, full_meta,
-                                optimizer_state=opt_state)
+            _save_epoch(path, model, optimizer, cfg, meta, history, epoch, test_acc)
     return history
+
+
+def _device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """The training device: ``device``, else the model's; CUDA only where it is available."""
+    try:
+        dev = torch.device(device) if device is not None else next(model.parameters()).device
+    except RuntimeError as exc:
+        raise UsageError(f"bad device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available; use cpu")
+    return dev
+
+
+def _parameter_groups(model: nn.Module, extra_modules: Iterable[nn.Module] | None,
+                      dev: torch.device) -> tuple[list, list]:
+    """``(params, scale_params)``: the trained weights (model + extras) and the logit scale's."""
+    extras = [m.to(dev) for m in (extra_modules or [])]
+    scale_module = getattr(model, "output_scale", None)
+    scale_ids = ({id(p) for p in scale_module.parameters()}
+                 if isinstance(scale_module, nn.Module) else set())
+    scale_params = [p for p in model.parameters() if id(p) in scale_ids and p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
+    params += [p for m in extras for p in m.parameters() if p.requires_grad]
+    return params, scale_params
+
+
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+            meta: dict[str, Any] | None, history: dict[str, Any]) -> tuple[dict, int]:
+    """Load weights and optimizer state from ``path``; ``(history, last finished epoch)``.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit, or was trained with other settings.
+    """
+    payload = read_checkpoint(path)
+    try:
+        model.load_state_dict(payload["state_dict"])
+        if payload.get("optimizer_state") is not None:
+            optimizer.load_state_dict(payload["optimizer_state"])
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"cannot resume from {path}: it does not fit this model "
+                              f"and optimizer ({_load_error_summary(exc)})") from exc
+    old = payload["meta"]
+    if old.get("method") != cfg.method:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with method "
+                              f"{old.get('method')!r}, not {cfg.method!r}")
+    old_constraint = (old.get("train_config") or {}).get("constraint", "soft")
+    if cfg.method == "lipschitz" and old_constraint != cfg.constraint:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with constraint "
+                              f"{old_constraint!r}, not {cfg.constraint!r}")
+    diffs = resume_differences(old, cfg, meta)
+    if diffs:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with other "
+                              f"settings ({'; '.join(diffs)}); rerun with the "
+                              "checkpoint's settings or choose another --out")
+    return dict(old.get("history") or history), int(old.get("epoch", 0))
+
+
+def _train_epoch(model: nn.Module, train_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 cfg: TrainConfig, epoch: int, dev: torch.device, path: Path | None,
+                 progress: bool) -> tuple[dict[str, float], torch.Tensor | None]:
+    """One pass over ``train_loader``.
+
+    Returns:
+        ``({"loss", "penalty", "correct", "seen", "batches"} sums, the last input batch)``.
+
+    Raises:
+        TrainingError: a non-finite loss (:func:`_check_loss`).
+    """
+    lam = cfg.lam
+    hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
+    var_gen = torch.Generator(device=dev).manual_seed(cfg.seed * 100_003 + epoch + 7)
+    model.train()
+    loss_sum = pen_sum = 0.0
+    correct = seen = batches = 0
+    x = None
+    bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+               disable=None if progress else True)
+    for x, y in bar:
+        x, y = x.to(dev), y.to(dev)
+        if cfg.method == Variant.VARIATION_AWARE.method and cfg.sigma > 0:
+            logits = functional_call(model, perturbed_weights(model, cfg.sigma, var_gen),
+                                     (x,), strict=False)
+        else:
+            logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        total = loss
+        if cfg.method == "lipschitz" and cfg.beta > 0 and not hard:
+            pen = normalized_penalty(model, lam)
+            total = loss + cfg.beta * pen
+            pen_sum += float(pen.detach())
+        _check_loss(total.detach(), cfg, epoch, batches + 1, path)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if hard:
+            parseval_retract(model, lam)
+        loss_sum += float(loss.detach())
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += int(y.numel())
+        batches += 1
+        bar.set_postfix(loss=f"{loss_sum / batches:.3f}")
+    bar.close()
+    return ({"loss": loss_sum, "penalty": pen_sum, "correct": correct, "seen": seen,
+             "batches": batches}, x if batches else None)
+
+
+def _record_epoch(history: dict[str, Any], model: nn.Module, cfg: TrainConfig, epoch: int,
+                  sums: dict[str, float], test_acc: float | None,
+                  last_x: torch.Tensor | None) -> None:
+    """Append one epoch's numbers (and, for lipschitz, norms and diagnostics) to ``history``."""
+    batches = sums["batches"]
+    lipschitz = cfg.method == "lipschitz"
+    history["epoch"].append(epoch)
+    history["train_loss"].append(sums["loss"] / max(batches, 1))
+    history["train_accuracy"].append(sums["correct"] / max(sums["seen"], 1))
+    history["penalty"].append(sums["penalty"] / max(batches, 1) if lipschitz else None)
+    history["test_accuracy"].append(test_acc)
+    history["spectral_norms"].append(spectral_norms(model) if lipschitz else None)
+    history.setdefault("diagnostics", []).append(
+        layer_diagnostics(model, cfg.lam, last_x[:1] if last_x is not None else None)
+        if lipschitz else None)
+
+
+def _save_epoch(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                cfg: TrainConfig, meta: dict[str, Any] | None, history: dict[str, Any],
+                epoch: int, test_acc: float | None) -> None:
+    """Write the checkpoint of a finished epoch (and its per-epoch copy, if kept)."""
+    scale, learn = output_scale_of(model)
+    full_meta = dict(meta or {})
+    full_meta.update({"method": cfg.method, "sigma": cfg.sigma, "beta": cfg.beta,
+                      "k": cfg.k, "epoch": epoch, "epochs": cfg.epochs,
+                      "test_accuracy": test_acc, "history": history,
+                      "train_config": cfg.to_dict(), "output_scale": scale,
+                      "learn_output_scale": learn,
+                      "diagnostics": history["diagnostics"][-1]})
+    opt_state = optimizer.state_dict()
+    save_checkpoint(path, model, full_meta, optimizer_state=opt_state)
+    if cfg.keep_epoch_checkpoints:
+        save_checkpoint(epoch_checkpoint_path(path, epoch), model, full_meta,
+                        optimizer_state=opt_state)
