@@ -6,8 +6,8 @@ from correctnet.workloads.checkpoint import load_checkpoint, read_checkpoint
 from correctnet.workloads.data import load_dataset, make_loader
 from correctnet.errors import CheckpointError, UsageError
 from correctnet.workloads.models import build_model
-from correctnet.training.train import (
-    TrainConfig, epoch_checkpoint_path, perturbed_weights, train_model)
+from correctnet.training.resume import epoch_checkpoint_path
+from correctnet.training.train import TrainConfig, perturbed_weights, train_model
 from mapping import evaluate_accuracy as evaluate
 
 

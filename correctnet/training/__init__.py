@@ -3,7 +3,7 @@
 Plain, Lipschitz-regularized and variation-aware training, the Lipschitz penalty and
 constraint, and per-layer spectral diagnostics.
 
-Modules: ``diagnostics``, ``lipschitz``, ``train``, ``variants``.
+Modules: ``diagnostics``, ``lipschitz``, ``resume``, ``train``, ``variants``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -22,14 +22,16 @@ _LAZY = {
     "spectral_norms": "correctnet.training.lipschitz",
     "normalized_penalty": "correctnet.training.lipschitz",
     "parseval_retract": "correctnet.training.lipschitz",
+    "RESUMABLE_CHANGES": "correctnet.training.resume",
+    "RESUME_META_KEYS": "correctnet.training.resume",
+    "resume_differences": "correctnet.training.resume",
+    "epoch_checkpoint_path": "correctnet.training.resume",
+    "resume_from": "correctnet.training.resume",
+    "save_epoch": "correctnet.training.resume",
     "OPTIMIZERS": "correctnet.training.train",
     "CONSTRAINTS": "correctnet.training.train",
     "TrainConfig": "correctnet.training.train",
     "perturbed_weights": "correctnet.training.train",
-    "RESUMABLE_CHANGES": "correctnet.training.train",
-    "RESUME_META_KEYS": "correctnet.training.train",
-    "resume_differences": "correctnet.training.train",
-    "epoch_checkpoint_path": "correctnet.training.train",
     "train_model": "correctnet.training.train",
     "Variant": "correctnet.training.variants",
     "VARIANTS": "correctnet.training.variants",

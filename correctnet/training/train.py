@@ -40,13 +40,13 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from correctnet.workloads.checkpoint import _load_error_summary, read_checkpoint, save_checkpoint
+from correctnet.errors import TrainingError, UsageError
 from correctnet.training.diagnostics import layer_diagnostics
-from correctnet.errors import CheckpointError, TrainingError, UsageError
 from correctnet.training.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
-                                  spectral_norms)
+                                           spectral_norms)
+from correctnet.training.resume import resume_from, save_epoch
 from correctnet.training.variants import METHODS, Variant  # METHODS: TrainConfig.method values
-from correctnet.workloads.models import output_scale_of, set_output_scale
+from correctnet.workloads.models import set_output_scale
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 #: Lipschitz constraints accepted by :class:`TrainConfig`.
@@ -157,38 +157,6 @@ def perturbed_weights(model: nn.Module, sigma: float,
             for name, module in analog_layers(model)}
 
 
-#: ``TrainConfig`` fields a resumed run may change: more epochs continue a finished run.
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "keep_epoch_checkpoints"})
-#: ``meta`` keys that must match on resume when both the checkpoint and the caller give them.
-RESUME_META_KEYS: tuple[str, ...] = ("model", "dataset", "limit")
-
-
-def resume_differences(old_meta: dict[str, Any], cfg: TrainConfig,
-                       meta: dict[str, Any] | None = None) -> list[str]:
-    """Settings of a resumed run that differ from those the checkpoint was trained with.
-
-    Args:
-        old_meta: The checkpoint's ``meta`` (its ``train_config`` and data keys).
-        cfg: The settings given now.
-        meta: The metadata given now (``model``, ``dataset``, ``limit`` are compared).
-
-    Returns:
-        One ``"--key checkpoint X, given Y"`` string per differing key (empty: resumable);
-        ``epochs`` and ``keep_epoch_checkpoints`` may change.
-    """
-    old_cfg = old_meta.get("train_config")
-    diffs = []
-    if isinstance(old_cfg, dict):
-        for key, value in cfg.to_dict().items():
-            if key not in RESUMABLE_CHANGES and key in old_cfg and old_cfg[key] != value:
-                diffs.append((key, old_cfg[key], value))
-    for key in RESUME_META_KEYS:
-        if meta is not None and key in meta and key in old_meta and old_meta[key] != meta[key]:
-            diffs.append((key, old_meta[key], meta[key]))
-    return [f"--{key.replace('_', '-')} checkpoint {old!r}, given {new!r}"
-            for key, old, new in diffs]
-
-
 def _diverged(what: str, cfg: TrainConfig, epoch: int, path: Path | None) -> TrainingError:
     kept = (f"the last good checkpoint {path} is kept" if path is not None and path.is_file()
             else "no checkpoint was written")
@@ -209,11 +177,6 @@ def _check_weights(model: nn.Module, cfg: TrainConfig, epoch: int, path: Path | 
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise _diverged(f"weights {', '.join(bad[:3])} became non-finite", cfg, epoch, path)
-
-
-def epoch_checkpoint_path(path: Path, epoch: int) -> Path:
-    """``<stem>-epochNNN<suffix>`` next to ``path``."""
-    return path.with_name(f"{path.stem}-epoch{epoch:03d}{path.suffix}")
 
 
 def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable | None,
@@ -270,7 +233,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
     start = 0
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and path is not None and path.is_file():
-        history, start = _resume(path, model, optimizer, cfg, meta, history)
+        history, start = resume_from(path, model, optimizer, cfg, meta, history)
         model.to(dev)
     hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
     if hard and start == 0:
@@ -287,7 +250,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         _record_epoch(history, model, cfg, epoch, sums, test_acc, last_x)
         history["seconds"].append(time.perf_counter() - t0)
         if path is not None:
-            _save_epoch(path, model, optimizer, cfg, meta, history, epoch, test_acc)
+            save_epoch(path, model, optimizer, cfg, meta, history, epoch, test_acc)
     return history
 
 
@@ -313,37 +276,6 @@ def _parameter_groups(model: nn.Module, extra_modules: Iterable[nn.Module] | Non
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
     params += [p for m in extras for p in m.parameters() if p.requires_grad]
     return params, scale_params
-
-
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-            meta: dict[str, Any] | None, history: dict[str, Any]) -> tuple[dict, int]:
-    """Load weights and optimizer state from ``path``; ``(history, last finished epoch)``.
-
-    Raises:
-        CheckpointError: the checkpoint does not fit, or was trained with other settings.
-    """
-    payload = read_checkpoint(path)
-    try:
-        model.load_state_dict(payload["state_dict"])
-        if payload.get("optimizer_state") is not None:
-            optimizer.load_state_dict(payload["optimizer_state"])
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"cannot resume from {path}: it does not fit this model "
-                              f"and optimizer ({_load_error_summary(exc)})") from exc
-    old = payload["meta"]
-    if old.get("method") != cfg.method:
-        raise CheckpointError(f"cannot resume from {path}: it was trained with method "
-                              f"{old.get('method')!r}, not {cfg.method!r}")
-    old_constraint = (old.get("train_config") or {}).get("constraint", "soft")
-    if cfg.method == "lipschitz" and old_constraint != cfg.constraint:
-        raise CheckpointError(f"cannot resume from {path}: it was trained with constraint "
-                              f"{old_constraint!r}, not {cfg.constraint!r}")
-    diffs = resume_differences(old, cfg, meta)
-    if diffs:
-        raise CheckpointError(f"cannot resume from {path}: it was trained with other "
-                              f"settings ({'; '.join(diffs)}); rerun with the "
-                              "checkpoint's settings or choose another --out")
-    return dict(old.get("history") or history), int(old.get("epoch", 0))
 
 
 def _train_epoch(model: nn.Module, train_loader: Iterable, optimizer: torch.optim.Optimizer,
@@ -410,22 +342,3 @@ def _record_epoch(history: dict[str, Any], model: nn.Module, cfg: TrainConfig, e
     history.setdefault("diagnostics", []).append(
         layer_diagnostics(model, cfg.lam, last_x[:1] if last_x is not None else None)
         if lipschitz else None)
-
-
-def _save_epoch(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                cfg: TrainConfig, meta: dict[str, Any] | None, history: dict[str, Any],
-                epoch: int, test_acc: float | None) -> None:
-    """Write the checkpoint of a finished epoch (and its per-epoch copy, if kept)."""
-    scale, learn = output_scale_of(model)
-    full_meta = dict(meta or {})
-    full_meta.update({"method": cfg.method, "sigma": cfg.sigma, "beta": cfg.beta,
-                      "k": cfg.k, "epoch": epoch, "epochs": cfg.epochs,
-                      "test_accuracy": test_acc, "history": history,
-                      "train_config": cfg.to_dict(), "output_scale": scale,
-                      "learn_output_scale": learn,
-                      "diagnostics": history["diagnostics"][-1]})
-    opt_state = optimizer.state_dict()
-    save_checkpoint(path, model, full_meta, optimizer_state=opt_state)
-    if cfg.keep_epoch_checkpoints:
-        save_checkpoint(epoch_checkpoint_path(path, epoch), model, full_meta,
-                        optimizer_state=opt_state)
