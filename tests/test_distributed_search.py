@@ -7,7 +7,6 @@ import shutil
 import pytest
 
 pytest.importorskip("dask.distributed")
-pytest.importorskip("mapping")
 
 from correctnet.cli import main  # noqa: E402
 from correctnet.distributed import dask_client, map_evaluator  # noqa: E402

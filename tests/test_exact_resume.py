@@ -23,7 +23,6 @@ from correctnet.study.pipeline import STAGES, Pipeline
 from correctnet.study.presets import get_preset
 from run_outputs import without_timings
 
-pytest.importorskip("mapping")
 
 
 

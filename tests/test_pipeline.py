@@ -1,7 +1,9 @@
 import json
 
+import mapping
 import pytest
 import torch
+from xbar import XbarConfig
 
 from correctnet.cli import main
 from correctnet.compensation.modules import CompensatedLayer, PointwiseConv, insert_compensation
@@ -11,13 +13,10 @@ from correctnet.compensation.train import (
     save_compensation,
     train_compensation,
 )
-from correctnet.workloads.models import build_model
-from correctnet.study.pipeline import STAGES, Pipeline
-from xbar import XbarConfig
-from correctnet.study.presets import Preset, get_preset
 from correctnet.errors import RunConfigError
-
-mapping = pytest.importorskip("mapping")
+from correctnet.study.pipeline import STAGES, Pipeline
+from correctnet.study.presets import Preset, get_preset
+from correctnet.workloads.models import build_model
 
 
 class Boom(RuntimeError):
