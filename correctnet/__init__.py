@@ -13,7 +13,7 @@ loaded lazily so that ``correctnet --version`` does not import torch. The subpac
 
 from __future__ import annotations
 
-import importlib
+from correctnet.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -32,9 +32,4 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
-
-def __getattr__(name: str):
-    """Import the Lipschitz helpers and the exceptions on first use (PEP 562)."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'correctnet' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -8,10 +8,11 @@ The contract (``../shared/ARCHITECTURE.md``, ``correctnet/README.md``):
 - packages: ``xbar`` < ``mapping`` < ``correctnet``; a module imports only its own package
   and the ones below it;
 - ``xbar`` never imports ``torch``;
-- inside ``correctnet``, by rank: ``errors`` < the package root and its helpers (``seeding``,
-  ``fileio``, ``distributed``) < ``workloads`` < {``training``, ``compensation``, ``sweep``}
-  < ``search`` < ``study`` < ``commands`` < ``cli`` < ``__main__``; a module imports only its
-  own subpackage and lower ranks (parts of one rank not each other);
+- inside ``correctnet``, by rank: ``errors``, ``lazy`` < the package root and its helpers
+  (``seeding``, ``fileio``, ``distributed``) < ``workloads`` < {``training``,
+  ``compensation``, ``sweep``} < ``search`` < ``study`` < ``commands`` < ``cli`` <
+  ``__main__``; a module imports only its own subpackage and lower ranks (parts of one rank
+  not each other);
 - no import circle between modules.
 """
 
@@ -27,7 +28,7 @@ PACKAGES: tuple[str, ...] = ("xbar", "mapping", "correctnet")
 #: Rank of each part of ``correctnet`` (first dotted component after ``correctnet``);
 #: ``""`` is the package root (``correctnet/__init__.py``).
 CORRECTNET_RANKS: dict[str, int] = {
-    "errors": 0,
+    "errors": 0, "lazy": 0,
     "": 1, "seeding": 1, "fileio": 1, "distributed": 1,
     "workloads": 2,
     "training": 3, "compensation": 3, "sweep": 3,

@@ -11,7 +11,7 @@ importing the package stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from correctnet.lazy import lazy_getattr
 
 _LAZY = {
     "StudyContext": "correctnet.study.context",
@@ -38,9 +38,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    """Import ``name`` from its module on first use (PEP 562)."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'correctnet.study' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -9,7 +9,7 @@ importing the package stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from correctnet.lazy import lazy_getattr
 
 _LAZY = {
     "FORMAT": "correctnet.workloads.checkpoint",
@@ -33,9 +33,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str):
-    """Import ``name`` from its module on first use (PEP 562)."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'correctnet.workloads' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
