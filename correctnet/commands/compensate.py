@@ -143,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
     from mapping import run_monte_carlo
     from xbar import XbarConfig
 
-    from correctnet.workloads.checkpoint import load_checkpoint
     from correctnet.compensation.modules import compensable_layers
     from correctnet.compensation.overhead import plan_overhead
     from correctnet.compensation.train import (
@@ -151,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
         save_compensation,
         train_compensation,
     )
-    from correctnet.workloads.data import load_dataset, make_loader
     from correctnet.fileio import ensure_output_dir, write_json
+    from correctnet.workloads.checkpoint import load_checkpoint
+    from correctnet.workloads.data import load_dataset, make_loader
 
     import torch
 

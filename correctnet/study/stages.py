@@ -14,20 +14,20 @@ from collections.abc import Iterator
 
 import torch
 
-from correctnet.search.candidates import select_candidates
 from correctnet.compensation.overhead import plan_overhead
 from correctnet.compensation.plan import format_plan
 from correctnet.compensation.train import CompensationConfig, save_compensation
 from correctnet.compensation.train import train_compensation as _train_comp
-from correctnet.search.evaluator import PlanEvaluator
-from correctnet.seeding import derive_seed
 from correctnet.search.cache import PlanCache
+from correctnet.search.candidates import select_candidates
+from correctnet.search.evaluator import PlanEvaluator
 from correctnet.search.placement import (
     SearchConfig,
     action_space_size,
     exhaustive_search,
     rl_search,
 )
+from correctnet.seeding import derive_seed
 from correctnet.study.context import StudyContext
 from correctnet.training.variants import VARIANTS, Variant
 
