@@ -118,7 +118,8 @@ class Pipeline(StudyContext):
                 break
         last = STAGE_LIST[-1].name
         if last in results and (last in ran or not self.store.path("report.json").exists()):
-            write_report(self, results[last]["figures"], self.stage_seconds())
+            with isolated_rng(derive_seed(self.preset.seed, "report.json")):  # same on resume
+                write_report(self, results[last]["figures"], self.stage_seconds())
         return results
 
     def _run_stage(self, stage: Stage) -> dict:
