@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from correctnet.compensation.plan import format_plan
 from correctnet.seeding import derive_seed, isolated_rng
 from correctnet.study import stages
 from correctnet.study.context import StudyContext
@@ -59,18 +60,62 @@ class Stage:
     """The one line logged when it finishes."""
 
 
+# ------------------------------------------------------------------ one log line per stage
+def _summary_train(result: dict) -> str:
+    """``clean 87.18%``."""
+    return f"clean {result['clean']:.2%}"
+
+
+def _summary_evaluate_baselines(result: dict) -> str:
+    """``plain 73.74% +- 6.39%, ...``."""
+    return ", ".join(f"{v} {r['mean']:.2%} +- {r['std']:.2%}"
+                     for v, r in result["variants"].items())
+
+
+def _summary_candidates(result: dict) -> str:
+    """``candidates [...]``."""
+    return f"candidates {result['candidates']}"
+
+
+def _summary_search(result: dict) -> str:
+    """The best plan, its overhead and how many plans were evaluated."""
+    b = result["best"]
+    return (f"best plan {format_plan(b['plan'])} (overhead {b['overhead']:.2%}, "
+            f"{result['evaluations']} plans evaluated)")
+
+
+def _summary_train_compensation(result: dict) -> str:
+    """The trained plan and its overhead."""
+    return f"plan {format_plan(result['plan'])}, overhead {result['overhead']:.2%}"
+
+
+def _summary_evaluate_correctnet(result: dict) -> str:
+    """``CorrectNet 84.90% +- 0.82%``."""
+    return f"CorrectNet {result['mean']:.2%} +- {result['std']:.2%}"
+
+
+def _summary_done(result: dict) -> str:
+    """``done`` (stages without a headline number)."""
+    return "done"
+
+
+def _summary_report(result: dict) -> str:
+    """``wrote report.md``."""
+    return f"wrote {result['report_md']}"
+
+
 #: The study, in the order it runs.
 STAGE_LIST: tuple[Stage, ...] = (
-    Stage("train_plain", stages.train_plain, stages.summary_train),
-    Stage("train_lipschitz", stages.train_lipschitz, stages.summary_train),
-    Stage("train_variation_aware", stages.train_variation_aware, stages.summary_train),
-    Stage("evaluate_baselines", stages.evaluate_baselines, stages.summary_evaluate_baselines),
-    Stage("candidates", stages.candidates, stages.summary_candidates),
-    Stage("search", stages.search, stages.summary_search),
-    Stage("train_compensation", stages.train_compensation, stages.summary_train_compensation),
-    Stage("evaluate_correctnet", stages.evaluate_correctnet, stages.summary_evaluate_correctnet),
-    Stage("sweeps", stages.sweeps, stages.summary_done),
-    Stage("report", stages.report, stages.summary_report),
+    Stage("train_plain", stages.train_plain, _summary_train),
+    Stage("train_lipschitz", stages.train_lipschitz, _summary_train),
+    Stage("train_variation_aware", stages.train_variation_aware, _summary_train),
+    Stage("evaluate_baselines", stages.evaluate_baselines, _summary_evaluate_baselines),
+    Stage("candidates", stages.candidates, _summary_candidates),
+    Stage("search", stages.search, _summary_search),
+    Stage("train_compensation", stages.train_compensation, _summary_train_compensation),
+    Stage("evaluate_correctnet", stages.evaluate_correctnet, _summary_evaluate_correctnet),
+    Stage("sweeps", stages.sweeps, _summary_done),
+    Stage("report", stages.report, _summary_report),
 )
 #: Stage names in order.
 STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGE_LIST)

@@ -1,9 +1,9 @@
 """The stages of the reproduce study, one function each, over one :class:`StudyContext`.
 
 Each takes the context, does its work, writes its own files into the run folder and returns a
-JSON-safe dict that the pipeline stores as the stage's result; each has a ``summary_*``
-function giving the one line the pipeline logs. The order they run in is the pipeline's
-(:data:`correctnet.study.pipeline.STAGE_LIST`); this module does not import the pipeline.
+JSON-safe dict that the pipeline stores as the stage's result. The order they run in, and the
+line each logs, are the pipeline's (:data:`correctnet.study.pipeline.STAGE_LIST`); this module
+does not import the pipeline.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ from correctnet.training.variants import VARIANTS, Variant
 
 __all__ = ["train_plain", "train_lipschitz", "train_variation_aware", "evaluate_baselines",
            "candidates", "search", "train_compensation", "evaluate_correctnet", "sweeps",
-           "report", "search_space", "summary_train", "summary_evaluate_baselines",
-           "summary_candidates", "summary_search", "summary_train_compensation",
-           "summary_evaluate_correctnet", "summary_done", "summary_report"]
+           "report", "search_space"]
 
 
 def _train(ctx: StudyContext, variant: str) -> dict:
@@ -312,47 +310,3 @@ def report(ctx: StudyContext) -> dict:
 
     return {"report_md": "report.md", "report_json": "report.json",
             "figures": draw_figures(ctx)}
-
-
-# ------------------------------------------------------------------ one log line per stage
-def summary_train(result: dict) -> str:
-    """``clean 87.18%``."""
-    return f"clean {result['clean']:.2%}"
-
-
-def summary_evaluate_baselines(result: dict) -> str:
-    """``plain 73.74% +- 6.39%, ...``."""
-    return ", ".join(f"{v} {r['mean']:.2%} +- {r['std']:.2%}"
-                     for v, r in result["variants"].items())
-
-
-def summary_candidates(result: dict) -> str:
-    """``candidates [...]``."""
-    return f"candidates {result['candidates']}"
-
-
-def summary_search(result: dict) -> str:
-    """The best plan, its overhead and how many plans were evaluated."""
-    b = result["best"]
-    return (f"best plan {format_plan(b['plan'])} (overhead {b['overhead']:.2%}, "
-            f"{result['evaluations']} plans evaluated)")
-
-
-def summary_train_compensation(result: dict) -> str:
-    """The trained plan and its overhead."""
-    return f"plan {format_plan(result['plan'])}, overhead {result['overhead']:.2%}"
-
-
-def summary_evaluate_correctnet(result: dict) -> str:
-    """``CorrectNet 84.90% +- 0.82%``."""
-    return f"CorrectNet {result['mean']:.2%} +- {result['std']:.2%}"
-
-
-def summary_done(result: dict) -> str:
-    """``done`` (stages without a headline number)."""
-    return "done"
-
-
-def summary_report(result: dict) -> str:
-    """``wrote report.md``."""
-    return f"wrote {result['report_md']}"
