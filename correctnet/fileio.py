@@ -2,10 +2,14 @@
 
 Every file ``correctnet`` writes (checkpoints, compensators, stage results, plan caches, the
 report, sweep CSVs) goes through :func:`atomic_write`: the content is written to a temporary
-file unique to the call (``.<name>.<random>.tmp`` in the destination's folder, so concurrent
-writers never share one) and moved onto the destination with :func:`os.replace`, which is
-atomic on POSIX and Windows. Readers therefore see the old file or the new one, never a torn
-one; on an error the temporary file is removed and the destination is left as it was.
+file in the destination's folder and moved onto the destination with :func:`os.replace`,
+which is atomic on POSIX and Windows. Readers therefore see the old file or the new one, never
+a torn one; on an error the temporary file is removed and the destination is left as it was.
+
+The temporary file is ``<name>.tmp`` by default: a run folder has one writer, and the name is
+fixed, so a checkpoint's bytes do not depend on it (``torch.save`` names its archive after
+the file it writes). ``unique=True`` (``.<name>.<random>.tmp``, ``mkstemp``) is for files
+several processes may write at once (a sweep's CSV).
 """
 
 from __future__ import annotations
@@ -24,27 +28,33 @@ __all__ = ["atomic_write", "write_text", "write_json", "read_json", "ensure_outp
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, *, mode: int = 0o644) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike, *, unique: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically.
 
     Args:
         path: Destination file (parent folders are created).
-        mode: Permission bits of the finished file (``mkstemp`` creates 0600).
+        unique: Use a temporary file unique to this call (``.<name>.<random>.tmp``, mode
+            0644), for destinations several writers may write at the same time; default
+            ``<name>.tmp``.
 
     Yields:
-        The temporary file's path (an empty file exists there).
+        The temporary file's path (with ``unique``, an empty file exists there).
 
     Raises:
         Whatever the body raises; the temporary file is then removed and ``path`` untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    if unique:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    else:
+        tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
-        os.chmod(tmp, mode)
+        if unique:
+            os.chmod(tmp, 0o644)        # mkstemp creates 0600; these files are for sharing
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -228,13 +228,13 @@ def export_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     ``energy_j``, ``latency_s`` and ``area_mm2`` are per inference (one image), analog +
     digital, under the preset named in ``cost_preset`` (empty for points stored without one).
 
-    Written atomically (:func:`correctnet.fileio.atomic_write`: a temporary file unique to
-    this call, then :func:`os.replace`), so concurrent writers (several processes or threads
-    exporting the same sweep) never share a temporary file and readers only ever see a
-    complete CSV. The temporary file is removed if writing fails.
+    Written atomically (:func:`correctnet.fileio.atomic_write` with ``unique=True``: a
+    temporary file unique to this call, then :func:`os.replace`), so concurrent writers
+    (several processes or threads exporting the same sweep) never share a temporary file and
+    readers only ever see a complete CSV. The temporary file is removed if writing fails.
     """
     path = Path(path)
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_write(path, unique=True) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
