@@ -51,7 +51,7 @@ def load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def lenet5() -> nn.Module:
     try:
-        from correctnet.models import build_model
+        from correctnet.workloads.models import build_model
         return build_model("lenet5")
     except ImportError:
         return nn.Sequential(
@@ -63,7 +63,7 @@ def lenet5() -> nn.Module:
 def compensated(model: nn.Module) -> nn.Module | None:
     """``model`` with conv1=1, conv2=1 compensation (None without correctnet)."""
     try:
-        from correctnet.compensation import insert_compensation
+        from correctnet.compensation.modules import insert_compensation
     except ImportError:
         return None
     return insert_compensation(model, {"features.conv1": 1.0, "features.conv2": 1.0}).eval()

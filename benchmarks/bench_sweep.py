@@ -28,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from correctnet.checkpoint import save_checkpoint  # noqa: E402
-from correctnet.models import build_model  # noqa: E402
+from correctnet.workloads.checkpoint import save_checkpoint  # noqa: E402
+from correctnet.workloads.models import build_model  # noqa: E402
 
 SIGMA, TILES = "0:1:0.2", "32,64,128,256"
 

@@ -64,9 +64,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from correctnet.checkpoint import load_checkpoint, read_checkpoint
-    from correctnet.diagnostics import layer_diagnostics
-    from correctnet.lipschitz import lipschitz_lambda
+    from correctnet.workloads.checkpoint import load_checkpoint, read_checkpoint
+    from correctnet.training.diagnostics import layer_diagnostics
+    from correctnet.training.lipschitz import lipschitz_lambda
 
     rows = []
     for name, extra in VARIANTS.items():

@@ -19,19 +19,15 @@ environment, so ``N`` workers never use more than the machine's cores.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from correctnet.errors import CorrectNetError, UsageError
+from correctnet.errors import DistributedError, UsageError
 
 INSTALL_HINT = "pip install correctnet-sim[distributed]"
 
-
-class DistributedError(CorrectNetError, RuntimeError):
-    """Dask is not installed, or the scheduler cannot be reached."""
 
 
 def import_distributed() -> Any:
@@ -46,18 +42,6 @@ def import_distributed() -> Any:
         raise DistributedError("--workers/--scheduler need dask[distributed]: "
                                f"{INSTALL_HINT}") from None
     return dd
-
-
-def add_dask_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``--workers N`` and ``--scheduler ADDRESS`` (mutually exclusive) to a command."""
-    from correctnet.commands.argtypes import positive_int
-
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                       help="run on a local Dask cluster of N worker processes "
-                            f"(needs {INSTALL_HINT})")
-    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="run on an existing Dask scheduler, e.g. tcp://host:8786")
 
 
 def compute_threads(workers: int, cpus: int | None = None) -> int:

@@ -2,22 +2,18 @@ import pytest
 import torch
 from torch import nn
 
-from correctnet.compensation import (
+from correctnet.compensation.modules import (
     CompensatedLayer,
     PlanError,
     compensable_layers,
     compensation_cost,
     compensation_parameters,
-    count_parameters,
-    format_plan,
     generator_width,
     insert_compensation,
-    model_overhead,
-    normalize_plan,
-    parse_plan,
-    plan_overhead,
 )
-from correctnet.models import build_model
+from correctnet.compensation.overhead import count_parameters, model_overhead, plan_overhead
+from correctnet.compensation.plan import format_plan, normalize_plan, parse_plan
+from correctnet.workloads.models import build_model
 
 
 def lenet():
@@ -93,7 +89,7 @@ def test_compensable_layers_and_plan_errors():
     with pytest.raises(PlanError, match="number"):
         parse_plan("conv2=abc")
     with pytest.raises(PlanError, match="cannot compensate"):
-        from correctnet.compensation import make_compensated_layer
+        from correctnet.compensation.modules import make_compensated_layer
         make_compensated_layer(nn.ReLU(), 1.0)
 
 
@@ -105,7 +101,7 @@ def test_parse_and_format_plan():
 
 
 def test_pointwise_conv_equals_concat_and_convolution_with_gradients():
-    from correctnet.compensation import pointwise_conv
+    from correctnet.compensation.modules import pointwise_conv
 
     torch.manual_seed(3)
     conv = nn.Conv2d(7, 5, 1)
@@ -122,7 +118,7 @@ def test_pointwise_conv_equals_concat_and_convolution_with_gradients():
 
 @pytest.mark.parametrize("size_in", [8, 11])
 def test_conv_generator_and_compensator_follow_their_equations(size_in):
-    from correctnet.compensation import ConvCompensator, ConvGenerator
+    from correctnet.compensation.modules import ConvCompensator, ConvGenerator
 
     torch.manual_seed(4)
     gen, comp = ConvGenerator(3, 5, 2), ConvCompensator(5, 2)
@@ -142,8 +138,8 @@ def test_hardware_report_costs_the_compensators_digital_macs():
     from mapping import convert_to_crossbar, hardware_report
     from xbar import DeviceConfig, TileConfig, XbarConfig
 
-    from correctnet.compensation import PointwiseConv, insert_compensation
-    from correctnet.models import build_model
+    from correctnet.compensation.modules import PointwiseConv, insert_compensation
+    from correctnet.workloads.models import build_model
 
     model = insert_compensation(build_model("lenet5").eval(), {"features.conv2": 1.0})
     convs = {n: m for n, m in model.named_modules() if isinstance(m, PointwiseConv)}

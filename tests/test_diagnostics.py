@@ -1,4 +1,4 @@
-"""correctnet.diagnostics against numpy SVD and a dense convolution matrix (tests/naive.py)."""
+"""training.diagnostics against numpy SVD and a dense convolution matrix (tests/naive.py)."""
 
 import math
 
@@ -10,11 +10,11 @@ from torch import nn
 from mapping import mark_digital
 
 import naive
-from correctnet.diagnostics import (conv_operator_norm, format_diagnostics,
+from correctnet.training.diagnostics import (conv_operator_norm, format_diagnostics,
                                     layer_diagnostics)
 from correctnet.errors import UsageError
-from correctnet.lipschitz import parseval_retract
-from correctnet.models import build_model
+from correctnet.training.lipschitz import parseval_retract
+from correctnet.workloads.models import build_model
 
 
 @pytest.mark.parametrize("stride, padding, dilation, shape", [

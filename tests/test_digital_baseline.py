@@ -5,13 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import naive
-from correctnet.digital_baseline import (
+from correctnet.search.digital_baseline import (
     DigitalBaselineError,
     best_digital_layers,
     layer_costs,
     maximal_digital_sets,
 )
-from correctnet.models import build_model
+from correctnet.workloads.models import build_model
 
 LENET_COSTS = {"features.conv1": 156, "features.conv2": 2416, "classifier.fc1": 48120,
                "classifier.fc2": 10164, "classifier.fc3": 850}

@@ -14,13 +14,13 @@ import torch
 
 pytest.importorskip("dask.distributed")
 
-from correctnet.checkpoint import save_checkpoint  # noqa: E402
+from correctnet.workloads.checkpoint import save_checkpoint  # noqa: E402
 from correctnet.cli import main  # noqa: E402
-from correctnet.commands.sweep import run_sweep  # noqa: E402
+from correctnet.sweep.run import run_sweep  # noqa: E402
 from correctnet.distributed import (  # noqa: E402
     DistributedError, compute_threads, dask_client, import_distributed)
 from correctnet.errors import UsageError  # noqa: E402
-from correctnet.models import build_model  # noqa: E402
+from correctnet.workloads.models import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMAS, TILES = [0.0, 0.3, 0.6], [32, 128]
@@ -170,7 +170,8 @@ def synthetic_plan_score(plan):
 
 def test_exhaustive_search_on_workers_equals_in_process(client, tmp_path):
     from correctnet.distributed import map_evaluator
-    from correctnet.search import PlanCache, exhaustive_search
+    from correctnet.search.cache import PlanCache
+    from correctnet.search.placement import exhaustive_search
 
     layers = ["conv1", "conv2", "fc1"]
     actions = {"conv1": [0.0, 1.0, 2.0], "conv2": [0.0, 1.0, 2.0], "fc1": [0.0, 1.0]}

@@ -7,15 +7,15 @@ import shutil
 import pytest
 
 pytest.importorskip("dask.distributed")
-pytest.importorskip("mapping")
 
 from correctnet.cli import main  # noqa: E402
 from correctnet.distributed import dask_client, map_evaluator  # noqa: E402
 from correctnet.errors import CheckpointError  # noqa: E402
-from correctnet.pipeline import Pipeline  # noqa: E402
-from correctnet.plan_evaluator import PlanEvaluator  # noqa: E402
-from correctnet.presets import get_preset  # noqa: E402
-from correctnet.search import PlanCache, SearchConfig, SearchError, rl_search  # noqa: E402
+from correctnet.study.pipeline import Pipeline  # noqa: E402
+from correctnet.search.evaluator import PlanEvaluator  # noqa: E402
+from correctnet.study.presets import get_preset  # noqa: E402
+from correctnet.search.cache import PlanCache
+from correctnet.search.placement import SearchConfig, SearchError, rl_search  # noqa: E402
 from run_outputs import without_timings  # noqa: E402
 
 LAYERS = ["conv1", "conv2", "fc1"]

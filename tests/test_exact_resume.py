@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from correctnet.pipeline import STAGES, Pipeline
-from correctnet.presets import get_preset
+from correctnet.study.pipeline import STAGES, Pipeline
+from correctnet.study.presets import get_preset
 from run_outputs import without_timings
 
-pytest.importorskip("mapping")
 
 
 
@@ -118,8 +117,8 @@ def test_kill_9_after_search_then_resume_is_bit_exact(reference, tmp_path):
         import os, signal
         import torch
         torch.set_num_threads(1)   # as the tests (and reproduce --threads 1): same sums
-        from correctnet.pipeline import Pipeline
-        from correctnet.presets import get_preset
+        from correctnet.study.pipeline import Pipeline
+        from correctnet.study.presets import get_preset
 
         def hook(name):
             if name == "train_compensation":

@@ -7,10 +7,10 @@ from torch import nn
 from mapping import analog_layers, mark_digital
 
 from correctnet.errors import UsageError
-from correctnet.lipschitz import (
+from correctnet.training.lipschitz import (
     lipschitz_lambda, normalized_penalty, orthogonality_penalty, parseval_retract,
     spectral_norms)
-from correctnet.models import build_model
+from correctnet.workloads.models import build_model
 import naive
 
 

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from correctnet.checkpoint import read_checkpoint
+from correctnet.workloads.checkpoint import read_checkpoint
 from correctnet.cli import main
-from correctnet.data import load_dataset, make_loader
+from correctnet.workloads.data import load_dataset, make_loader
 from correctnet.errors import CheckpointError, UsageError
-from correctnet.lipschitz import normalized_penalty
-from correctnet.models import build_model
-from correctnet.training import TrainConfig, train_model
+from correctnet.training.lipschitz import normalized_penalty
+from correctnet.workloads.models import build_model
+from correctnet.training.train import TrainConfig, train_model
 
 META = dict(model="lenet5", dataset="fashion-mnist", num_classes=10, in_channels=1,
             input_size=28)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from correctnet.compensation import compensation_parameters, insert_compensation
-from correctnet.models import build_model
+from correctnet.compensation.modules import compensation_parameters, insert_compensation
+from correctnet.workloads.models import build_model
 from mapping import MappingError, convert_to_crossbar, crossbar_layers, run_monte_carlo
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 

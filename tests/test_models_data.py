@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from correctnet.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from correctnet.data import DATASET_NAMES, dataset_info, load_dataset, make_loader
+from correctnet.workloads.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from correctnet.workloads.data import DATASET_NAMES, dataset_info, load_dataset, make_loader
 from correctnet.errors import CheckpointError, DatasetError, UsageError
-from correctnet.models import MODEL_NAMES, build_model, output_scale_of, set_output_scale
+from correctnet.workloads.models import MODEL_NAMES, build_model, output_scale_of, set_output_scale
 
 
 
@@ -176,3 +176,16 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(truncated)
     assert os.path.exists(good)
+
+
+def test_checkpoint_bytes_are_reproducible(tmp_path):
+    """Saving the same network twice writes the same bytes (the exact-resume claim of
+    reproduce covers its .pt files; torch.save names its archive after the file it writes,
+    so the atomic write's temporary file must not have a random name)."""
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    meta = dict(model="lenet5", num_classes=10, in_channels=1, input_size=28)
+    a = save_checkpoint(tmp_path / "a" / "net.pt", model, meta).read_bytes()
+    b = save_checkpoint(tmp_path / "b" / "net.pt", model, meta).read_bytes()
+    assert a == b
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["net.pt"]

@@ -1,22 +1,22 @@
 import json
 
+import mapping
 import pytest
 import torch
+from xbar import XbarConfig
 
 from correctnet.cli import main
-from correctnet.compensation import CompensatedLayer, PointwiseConv, insert_compensation
-from correctnet.compensation_training import (
+from correctnet.compensation.modules import CompensatedLayer, PointwiseConv, insert_compensation
+from correctnet.compensation.train import (
     CompensationConfig,
     load_compensation,
     save_compensation,
     train_compensation,
 )
-from correctnet.models import build_model
-from correctnet.pipeline import STAGES, Pipeline, xbar_config
-from correctnet.presets import Preset, get_preset
-from correctnet.runstore import RunConfigError
-
-mapping = pytest.importorskip("mapping")
+from correctnet.errors import RunConfigError
+from correctnet.study.pipeline import STAGES, Pipeline
+from correctnet.study.presets import Preset, get_preset
+from correctnet.workloads.models import build_model
 
 
 class Boom(RuntimeError):
@@ -118,7 +118,7 @@ def test_compensators_stay_digital_after_mapping():
     torch.manual_seed(0)
     model = build_model("lenet5").eval()
     comp = insert_compensation(model, {"features.conv2": 1.0, "classifier.fc3": 0.5})
-    analog = mapping.convert_to_crossbar(comp, xbar_config(0.5))
+    analog = mapping.convert_to_crossbar(comp, XbarConfig.rram_lognormal(0.5))
     names = [n for n, _ in mapping.crossbar_layers(analog)]
     assert names == ["features.conv1", "features.conv2.base", "classifier.fc1",
                      "classifier.fc2", "classifier.fc3.base"]
@@ -132,7 +132,7 @@ def test_compensators_stay_digital_after_mapping():
                        for m in part.modules())
     # a fresh compensated network maps to the same function as the original one
     x = torch.randn(4, 1, 28, 28)
-    plain = mapping.convert_to_crossbar(model, xbar_config(0.5))
+    plain = mapping.convert_to_crossbar(model, XbarConfig.rram_lognormal(0.5))
     mapping.program_ideal(plain)
     mapping.program_ideal(analog)
     with torch.no_grad():
@@ -147,7 +147,7 @@ def test_train_compensation_only_updates_compensators(tmp_path):
     data = [(torch.randn(16, 1, 28, 28, generator=gen), torch.randint(0, 10, (16,),
                                                                        generator=gen))] * 3
     plan = {"features.conv2": 1.0}
-    analog, hist = train_compensation(model, plan, data, xbar_config(0.5),
+    analog, hist = train_compensation(model, plan, data, XbarConfig.rram_lognormal(0.5),
                                       CompensationConfig(epochs=2, lr=1e-2))
     assert len(hist["loss"]) == 2
     for k, v in model.state_dict().items():
@@ -172,7 +172,7 @@ def test_vgg16_with_compensation_takes_a_training_step():
     plan = {"features.conv1_1": 0.5, "features.conv5_3": 0.25, "classifier.fc2": 1.0}
     x = torch.randn(2, 3, 32, 32)
     y = torch.tensor([1, 7])
-    analog, hist = train_compensation(model, plan, [(x, y)], xbar_config(0.5),
+    analog, hist = train_compensation(model, plan, [(x, y)], XbarConfig.rram_lognormal(0.5),
                                       CompensationConfig(epochs=1))
     assert len(hist["loss"]) == 1 and hist["loss"][0] > 0
     w = analog.get_submodule("features.conv5_3.compensator.conv").weight
@@ -202,33 +202,38 @@ def test_preset_validation():
     assert Preset.from_dict(json.loads(json.dumps(wired.to_dict()))) == wired
 
 
-def test_xbar_config_line_resistance_reaches_monte_carlo(tmp_path, monkeypatch):
-    assert xbar_config(0.1, 64, line_resistance=2.0).tile.line_resistance == 2.0
-    assert xbar_config(0.1, 64).tile.line_resistance == 0.0
+def test_study_crossbar_is_rram_lognormal_and_line_resistance_reaches_monte_carlo(
+        tmp_path, monkeypatch):
+    from correctnet.study.context import StudyContext
+
+    pipe = Pipeline("lenet5", "fashion-mnist", 0.5, tmp_path / "r", get_preset("tiny"),
+                    progress=False)
+    tile = get_preset("tiny").tile
+    assert pipe.crossbar(0.5) == XbarConfig.rram_lognormal(0.5, n_rows=tile, n_cols=tile)
+    assert (pipe.crossbar(0.1, 64, bits=8)
+            == XbarConfig.rram_lognormal(0.1, n_rows=64, n_cols=64, dac_bits=8, adc_bits=8))
+    assert pipe.crossbar(0.1, 64, line_resistance=2.0).tile.line_resistance == 2.0
+    assert pipe.crossbar(0.1, 64).tile.line_resistance == 0.0
     seen = []
-    import correctnet.pipeline as pipeline_module
+    real = StudyContext.crossbar
 
-    real = pipeline_module.xbar_config
-
-    def spy(*args, **kwargs):
-        cfg = real(*args, **kwargs)
+    def spy(self, *args, **kwargs):
+        cfg = real(self, *args, **kwargs)
         seen.append(cfg.tile.line_resistance)
         return cfg
 
-    monkeypatch.setattr(pipeline_module, "xbar_config", spy)
-    pipe = Pipeline("lenet5", "fashion-mnist", 0.5, tmp_path / "r", get_preset("tiny"),
-                    progress=False)
+    monkeypatch.setattr(StudyContext, "crossbar", spy)
     res = pipe.monte_carlo(build_model("lenet5").eval(), sigma=0.0, samples=1, limit=8,
                            tile=32, line_resistance=2.0)
     assert seen == [2.0] and 0.0 <= res["mean"] <= 1.0
 
 
 def test_ideal_conv_shortcut_equals_torch_backend():
-    from correctnet.compensation_training import _IdealConv, _swap_convs
+    from correctnet.compensation.train import _IdealConv, _swap_convs
 
     torch.manual_seed(0)
     model = insert_compensation(build_model("lenet5").eval(), {"features.conv2": 1.0})
-    analog = mapping.convert_to_crossbar(model, xbar_config(0.5))
+    analog = mapping.convert_to_crossbar(model, XbarConfig.rram_lognormal(0.5))
     mapping.set_backend(analog, "torch")
     mapping.resample(analog, torch.Generator().manual_seed(3))
     x = torch.randn(3, 1, 28, 28)
@@ -239,7 +244,7 @@ def test_ideal_conv_shortcut_equals_torch_backend():
         fast = analog(x)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
     # quantised periphery keeps the backend's own forward
-    cfg = xbar_config(0.5, dac_bits=8, adc_bits=8)
+    cfg = XbarConfig.rram_lognormal(0.5, dac_bits=8, adc_bits=8)
     assert _swap_convs(mapping.convert_to_crossbar(model, cfg)) == []
 
 
@@ -261,7 +266,7 @@ def test_cli_compensate_one_plan(tiny_run, tmp_path, capsys):
 
 
 def test_report_has_lambda_and_per_layer_spectral_norms(tiny_run):
-    from correctnet.lipschitz import lipschitz_lambda
+    from correctnet.training.lipschitz import lipschitz_lambda
 
     report = json.loads((tiny_run["out"] / "report.json").read_text())
     assert report["lambda"] == pytest.approx(lipschitz_lambda(report["sigma"]))

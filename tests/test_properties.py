@@ -18,7 +18,7 @@ from correctnet.commands.argtypes import (FLOAT32_MAX, nonneg_float, nonneg_int,
 from correctnet.commands.compensate import resolve_plan
 from correctnet.commands.simulate import parse_bits
 from correctnet.commands.sweep import MAX_SIGMAS, parse_sigmas, parse_tiles
-from correctnet.compensation import PlanError
+from correctnet.compensation.modules import PlanError
 from correctnet.errors import UsageError
 
 FAST = settings(max_examples=150, deadline=None,

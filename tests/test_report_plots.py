@@ -3,7 +3,7 @@
 import matplotlib.image as mpimg
 import pytest
 
-from correctnet import report_plots
+from correctnet.study import figures as report_plots
 
 
 def _pixels(path):

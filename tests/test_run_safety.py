@@ -8,11 +8,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from correctnet.cli import main
-from correctnet.checkpoint import read_checkpoint
-from correctnet.data import make_loader
+from correctnet.workloads.checkpoint import read_checkpoint
+from correctnet.workloads.data import make_loader
 from correctnet.errors import CheckpointError, TrainingError
-from correctnet.models import build_model
-from correctnet.training import TrainConfig, train_model
+from correctnet.workloads.models import build_model
+from correctnet.training.train import TrainConfig, train_model
 
 META = dict(model="lenet5", dataset="fashion-mnist", num_classes=10, in_channels=1,
             input_size=28)
@@ -104,14 +104,13 @@ def test_cli_train_nan_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_compensation_nan_loss_stops(data):
-    from correctnet.compensation_training import CompensationConfig, train_compensation
-    from correctnet.pipeline import xbar_config
+    from correctnet.compensation.train import CompensationConfig, train_compensation
+    from xbar import XbarConfig
 
-    pytest.importorskip("mapping")
     with pytest.raises(TrainingError, match="compensation training diverged"):
         train_compensation(_model().eval(), {"classifier.fc3": 1.0},
                            make_loader(data, 8, shuffle=True),
-                           xbar_config(0.5), CompensationConfig(epochs=1, lr=1e30))
+                           XbarConfig.rram_lognormal(0.5), CompensationConfig(epochs=1, lr=1e30))
 
 
 # ---------------------------------------------------------------- item 7: --out checked first
@@ -143,7 +142,7 @@ def test_unusable_out_is_one_line_before_any_work(command, tmp_path, capsys):
 
 def test_ensure_output_dir_creates_and_names_the_option(tmp_path):
     from correctnet.errors import UsageError
-    from correctnet.runstore import ensure_output_dir
+    from correctnet.fileio import ensure_output_dir
 
     assert ensure_output_dir(tmp_path / "a" / "b").is_dir()
     assert list((tmp_path / "a" / "b").iterdir()) == []      # the probe file is removed
@@ -153,9 +152,9 @@ def test_ensure_output_dir_creates_and_names_the_option(tmp_path):
 
 # ---------------------------------------------------------------- item 10: damaged run files
 def test_corrupt_stage_file_names_itself_and_the_fix(tmp_path):
-    from correctnet.pipeline import Pipeline
-    from correctnet.presets import get_preset
-    from correctnet.runstore import UnreadableFileError
+    from correctnet.study.pipeline import Pipeline
+    from correctnet.study.presets import get_preset
+    from correctnet.errors import UnreadableFileError
 
     pipe = Pipeline("lenet5", "fashion-mnist", 0.5, tmp_path / "run", get_preset("tiny"),
                     progress=False)
@@ -173,8 +172,8 @@ def test_corrupt_stage_file_names_itself_and_the_fix(tmp_path):
 
 @pytest.mark.parametrize("content", ["{\"a\": ", "[]", "{\"x=1\": {\"plan\": {}}}"])
 def test_corrupt_plan_cache_names_itself(tmp_path, content):
-    from correctnet.runstore import UnreadableFileError
-    from correctnet.search import PlanCache
+    from correctnet.errors import UnreadableFileError
+    from correctnet.search.cache import PlanCache
 
     path = tmp_path / "plans.json"
     path.write_text(content)
@@ -185,7 +184,7 @@ def test_corrupt_plan_cache_names_itself(tmp_path, content):
 def test_foreign_sweep_db_is_refused_with_what_to_do(tmp_path):
     import sqlite3
 
-    from correctnet.sweep_store import SweepStore, SweepStoreError
+    from correctnet.sweep.store import SweepStore, SweepStoreError
 
     foreign = tmp_path / "foreign" / "sweep.db"
     foreign.parent.mkdir()
@@ -204,8 +203,8 @@ def test_foreign_sweep_db_is_refused_with_what_to_do(tmp_path):
 
 # ---------------------------------------------------------------- item 12: config differences
 def test_reproduce_with_other_base_names_only_the_differing_key(tmp_path, capsys):
-    from correctnet.pipeline import Pipeline
-    from correctnet.presets import get_preset
+    from correctnet.study.pipeline import Pipeline
+    from correctnet.study.presets import get_preset
 
     out = tmp_path / "run"
     Pipeline("lenet5", "fashion-mnist", 0.5, out, get_preset("tiny"))   # writes config.json
@@ -221,7 +220,7 @@ def test_reproduce_with_other_base_names_only_the_differing_key(tmp_path, capsys
 
 # ---------------------------------------------------------------- item 13: checkpoint mistakes
 def test_folder_as_checkpoint_points_at_the_file_inside(tmp_path):
-    from correctnet.checkpoint import load_checkpoint, save_checkpoint
+    from correctnet.workloads.checkpoint import load_checkpoint, save_checkpoint
 
     with pytest.raises(CheckpointError, match=r"is a folder; .*e\.g\. .*checkpoint\.pt"):
         load_checkpoint(tmp_path)
@@ -231,7 +230,7 @@ def test_folder_as_checkpoint_points_at_the_file_inside(tmp_path):
 
 
 def test_architecture_mismatch_says_what_does_not_fit(tmp_path):
-    from correctnet.checkpoint import load_checkpoint, save_checkpoint
+    from correctnet.workloads.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "c.pt"
     save_checkpoint(path, build_model("lenet5", in_channels=3, input_size=32), META)
@@ -243,8 +242,8 @@ def test_architecture_mismatch_says_what_does_not_fit(tmp_path):
 
 
 def test_compensation_file_given_to_simulate_says_how_to_evaluate_it(tmp_path, capsys):
-    from correctnet.compensation import insert_compensation
-    from correctnet.compensation_training import save_compensation
+    from correctnet.compensation.modules import insert_compensation
+    from correctnet.compensation.train import save_compensation
 
     path = tmp_path / "correctnet.pt"
     plan = {"classifier.fc3": 1.0}
@@ -278,7 +277,8 @@ def test_negative_threads_refused(command, tmp_path, capsys):
 
 def test_duplicate_plan_entry_refused():
     from correctnet.commands.compensate import resolve_plan
-    from correctnet.compensation import PlanError, parse_plan
+    from correctnet.compensation.modules import PlanError
+    from correctnet.compensation.plan import parse_plan
 
     with pytest.raises(PlanError, match="'conv2' twice"):
         parse_plan("conv2=1,conv2=0.5")
@@ -287,8 +287,8 @@ def test_duplicate_plan_entry_refused():
 
 
 def test_identical_checkpoints_in_a_sweep_are_refused(tmp_path):
-    from correctnet.checkpoint import save_checkpoint
-    from correctnet.commands.sweep import run_sweep
+    from correctnet.workloads.checkpoint import save_checkpoint
+    from correctnet.sweep.run import run_sweep
     from correctnet.errors import UsageError
 
     a = save_checkpoint(tmp_path / "a" / "checkpoint.pt", _model(), META)

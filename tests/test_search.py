@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from correctnet.candidates import CandidateError, CandidateResult, select_candidates
-from correctnet.search import (
-    PlanCache,
+from correctnet.search.candidates import CandidateError, CandidateResult, select_candidates
+from correctnet.search.cache import PlanCache
+from correctnet.search.placement import (
     SearchConfig,
     SearchError,
     action_space_size,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import naive
-from correctnet.seed_stats import SeedStatsError, paired_difference, pool_seeds
+from correctnet.study.seed_stats import SeedStatsError, paired_difference, pool_seeds
 
 
 def test_pool_seeds_is_the_mean_and_std_of_every_accuracy():

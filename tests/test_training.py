@@ -2,12 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from correctnet.checkpoint import load_checkpoint, read_checkpoint
-from correctnet.data import load_dataset, make_loader
+from correctnet.workloads.checkpoint import load_checkpoint, read_checkpoint
+from correctnet.workloads.data import load_dataset, make_loader
 from correctnet.errors import CheckpointError, UsageError
-from correctnet.models import build_model
-from correctnet.training import (
-    TrainConfig, epoch_checkpoint_path, evaluate, perturbed_weights, train_model)
+from correctnet.workloads.models import build_model
+from correctnet.training.resume import epoch_checkpoint_path
+from correctnet.training.train import TrainConfig, perturbed_weights, train_model
+from mapping import evaluate_accuracy as evaluate
 
 
 META = dict(model="lenet5", dataset="fashion-mnist", num_classes=10, in_channels=1,
@@ -93,7 +94,7 @@ def test_lipschitz_logs_norms_and_shrinks_them(loaders):
     assert set(norms) == {"features.conv1", "features.conv2", "classifier.fc1",
                           "classifier.fc2", "classifier.fc3"}
     assert hist["penalty"][0] > 0
-    from correctnet.lipschitz import spectral_norms
+    from correctnet.training.lipschitz import spectral_norms
     assert max(norms.values()) < max(spectral_norms(plain).values())
 
 

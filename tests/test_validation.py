@@ -20,17 +20,18 @@ from torch import nn
 
 import mapping
 import xbar
-from correctnet.checkpoint import save_checkpoint
+from correctnet.workloads.checkpoint import save_checkpoint
 from correctnet.cli import main
 from correctnet.commands.compensate import check_plan_fits, resolve_plan
 from correctnet.commands.simulate import parse_bits
-from correctnet.commands.sweep import parse_sigmas, run_sweep
-from correctnet.compensation import PlanError
+from correctnet.commands.sweep import parse_sigmas
+from correctnet.sweep.run import run_sweep
+from correctnet.compensation.modules import PlanError
 from correctnet.errors import UsageError
-from correctnet.lipschitz import lipschitz_lambda
-from correctnet.models import build_model
-from correctnet.sweep_store import CSV_COLUMNS, export_csv
-from correctnet.training import TrainConfig
+from correctnet.training.lipschitz import lipschitz_lambda
+from correctnet.workloads.models import build_model
+from correctnet.sweep.store import CSV_COLUMNS, export_csv
+from correctnet.training.train import TrainConfig
 from mapping.errors import DataError, NumericalError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -76,3 +76,43 @@ def torch_device(text: str) -> str:
             raise argparse.ArgumentTypeError(
                 f"{text!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return value
+
+
+def _variant(text: str):
+    from correctnet.errors import UsageError
+    from correctnet.training.variants import Variant
+
+    try:
+        return Variant.parse(text)
+    except UsageError:
+        return None
+
+
+def variant_name(text: str) -> str:
+    """A network variant in the study's spelling (``variation-aware`` -> ``variation_aware``).
+
+    An unknown name is returned as given, so that argparse's ``choices`` reports it.
+    """
+    variant = _variant(text)
+    return text if variant is None else variant.value
+
+
+def method_name(text: str) -> str:
+    """A training method in ``TrainConfig``'s spelling (``variation_aware`` -> ``variation-aware``).
+
+    An unknown name is returned as given, so that argparse's ``choices`` reports it.
+    """
+    variant = _variant(text)
+    return text if variant is None else variant.method
+
+
+def add_dask_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--workers N`` and ``--scheduler ADDRESS`` (mutually exclusive) to a command."""
+    from correctnet.distributed import INSTALL_HINT
+
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                       help="run on a local Dask cluster of N worker processes "
+                            f"(needs {INSTALL_HINT})")
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on an existing Dask scheduler, e.g. tcp://host:8786")

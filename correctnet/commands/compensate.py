@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _full_name(name: str, layers: list[str]) -> str:
     """Expand a short layer name (``conv2``) to the unique full name, or fail naming both."""
-    from correctnet.compensation import PlanError
+    from correctnet.compensation.modules import PlanError
 
     if name in layers:
         return name
@@ -74,7 +74,7 @@ def resolve_plan(text: str, layers: list[str]) -> dict[str, float]:
         PlanError: bad syntax, an unknown or ambiguous layer name, a ratio that is not a
             finite number >= 0, or a plan that compensates nothing (empty or all zero).
     """
-    from correctnet.compensation import PlanError
+    from correctnet.compensation.modules import PlanError
 
     entries = []
     for item in filter(None, (s.strip() for s in text.split(","))):
@@ -123,7 +123,7 @@ def check_plan_fits(model: Any, plan: dict[str, float], memory: int | None = Non
     Raises:
         PlanError: The compensators alone need more than ``memory``.
     """
-    from correctnet.compensation import PlanError, compensation_cost
+    from correctnet.compensation.modules import PlanError, compensation_cost
 
     if memory is None:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -141,17 +141,18 @@ def check_plan_fits(model: Any, plan: dict[str, float], memory: int | None = Non
 def run(args: argparse.Namespace) -> int:
     """Train and evaluate one plan; print accuracy and overhead."""
     from mapping import run_monte_carlo
+    from xbar import XbarConfig
 
-    from correctnet.checkpoint import load_checkpoint
-    from correctnet.compensation import compensable_layers, plan_overhead
-    from correctnet.compensation_training import (
+    from correctnet.compensation.modules import compensable_layers
+    from correctnet.compensation.overhead import plan_overhead
+    from correctnet.compensation.train import (
         CompensationConfig,
         save_compensation,
         train_compensation,
     )
-    from correctnet.data import load_dataset, make_loader
-    from correctnet.hardware import xbar_config
-    from correctnet.runstore import ensure_output_dir, write_json
+    from correctnet.fileio import ensure_output_dir, write_json
+    from correctnet.workloads.checkpoint import load_checkpoint
+    from correctnet.workloads.data import load_dataset, make_loader
 
     import torch
 
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                                      limit=args.train_limit), 128, shuffle=True, seed=args.seed)
     test = make_loader(load_dataset(dataset, "test", data_dir=args.data_dir, limit=args.limit),
                        1000)
-    cfg = xbar_config(args.sigma, args.tile)
+    cfg = XbarConfig.rram_lognormal(float(args.sigma), n_rows=args.tile, n_cols=args.tile)
     print(f"plan {plan} on {args.checkpoint}: overhead {overhead:.2%}", flush=True)
     t0 = time.perf_counter()
     analog, hist = train_compensation(model, plan, train, cfg,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from correctnet.commands.argtypes import nonneg_float, nonneg_int
+from correctnet.commands.argtypes import nonneg_float, nonneg_int, variant_name
 
 EPILOG = """\
 examples:
@@ -29,9 +29,9 @@ Writes OUT/report.md, OUT/report.json and OUT/fig_*.png.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``reproduce`` subcommand."""
-    from correctnet.data import DATASET_NAMES
-    from correctnet.models import MODEL_NAMES
-    from correctnet.presets import PRESET_NAMES
+    from correctnet.workloads.data import DATASET_NAMES
+    from correctnet.workloads.models import MODEL_NAMES
+    from correctnet.study.presets import PRESET_NAMES
 
     p = subparsers.add_parser(
         "reproduce", help="train, search, compensate and report (the CorrectNet study)",
@@ -51,11 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=nonneg_int, default=1,
                    help="torch CPU threads (1: small models on a shared 2-core CPU are several "
                         "times faster single-threaded; 0 keeps torch's default)")
-    p.add_argument("--base", choices=("lipschitz", "plain", "variation_aware"), default=None,
+    p.add_argument("--base", type=variant_name, choices=("lipschitz", "plain", "variation_aware"),
+                   default=None,
                    help="network CorrectNet compensates (default: the preset's; quick uses "
                         "variation_aware, paper uses lipschitz as in the paper)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    from correctnet.distributed import add_dask_arguments
+    from correctnet.commands.argtypes import add_dask_arguments
 
     add_dask_arguments(p)
     p.set_defaults(func=run)
@@ -66,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from correctnet.pipeline import Pipeline
-    from correctnet.presets import get_preset
-    from correctnet.report import markdown_table
+    from correctnet.study.pipeline import Pipeline
+    from correctnet.study.presets import get_preset
+    from correctnet.study.report import markdown_table
 
     import torch
 

@@ -1,16 +1,14 @@
 """``correctnet simulate``: Monte-Carlo accuracy of a checkpoint mapped onto crossbars.
 
-Also holds the helpers ``correctnet sweep`` shares: :func:`parse_bits`,
-:func:`make_xbar_config`, :func:`prepare_checkpoint` and :func:`simulate_model`.
+Argument parsing and printing only; the work is :mod:`correctnet.sweep.simulate`'s. Also holds
+the options ``correctnet sweep`` shares (:func:`parse_bits`, :func:`add_hardware_arguments`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 from correctnet.commands.argtypes import nonneg_float, nonneg_int, positive_int
 
@@ -59,98 +57,6 @@ def parse_cost_preset(text: str) -> str:
     return text
 
 
-def make_xbar_config(sigma: float, tile: int, *, adc_bits: int | None = 8,
-                     dac_bits: int | None = 8, level: str = "weight",
-                     line_resistance: float = 0.0) -> Any:
-    """Square-tile ``xbar.XbarConfig`` with lognormal variation.
-
-    Args:
-        sigma: Std of theta (unitless, >= 0).
-        tile: Tile side (word lines = bit lines = ``tile``).
-        adc_bits: ADC bits (None: ideal).
-        dac_bits: DAC bits (None: ideal).
-        level: ``"weight"`` (the paper's model) or ``"device"`` (every cell).
-        line_resistance: Ohm per word/bit-line segment (0: ideal wires; > 0: IR drop).
-
-    Returns:
-        The config.
-    """
-    from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
-
-    return XbarConfig(tile=TileConfig(n_rows=tile, n_cols=tile, line_resistance=line_resistance),
-                      device=DeviceConfig(sigma=sigma, level=level),
-                      dac=DACConfig(bits=dac_bits), adc=ADCConfig(bits=adc_bits))
-
-
-def prepare_checkpoint(path: str | Path, *, limit: int | None = None,
-                       data_dir: str | None = None, batch_size: int = 1000,
-                       expect_model: str | None = None) -> tuple[Any, dict, Any]:
-    """Load a checkpoint and its dataset's test split.
-
-    Args:
-        path: Checkpoint file.
-        limit: First N test examples only.
-        data_dir: Dataset directory (default: the one recorded in the checkpoint, else the
-            system Fashion-MNIST).
-        batch_size: Evaluation batch size.
-        expect_model: Required model name, if any.
-
-    Returns:
-        ``(model, meta, loader)``.
-    """
-    from correctnet.checkpoint import load_checkpoint
-    from correctnet.data import load_dataset, make_loader
-
-    model, meta = load_checkpoint(path, expect_model=expect_model)
-    data_dir = data_dir if data_dir is not None else meta.get("data_dir")
-    test = load_dataset(meta.get("dataset", "fashion-mnist"), "test", data_dir=data_dir,
-                        limit=limit)
-    return model, meta, make_loader(test, batch_size)
-
-
-def simulate_model(model: Any, loader: Any, config: Any, *, samples: int = 250, seed: int = 0,
-                   backend: str | None = None, progress: bool = True,
-                   clean_accuracy: float | None = None,
-                   cost: str = "isaac-32nm") -> dict[str, Any]:
-    """Map ``model`` onto crossbars and run the Monte-Carlo evaluation.
-
-    Args:
-        model: Digital network (not modified).
-        loader: Test batches.
-        config: ``xbar.XbarConfig`` of every layer.
-        samples: Monte-Carlo device samples.
-        seed: Seed of the device samples.
-        backend: ``"numba"`` / ``"torch"`` / None (mapping's default).
-        progress: Show a progress bar.
-        clean_accuracy: Digital accuracy if already known (else computed).
-        cost: :data:`mapping.COST_PRESETS` name of the energy / latency / area constants.
-
-    Returns:
-        JSON-safe dict: ``clean_accuracy``, ``mean``, ``std``, ``accuracies`` (fractions),
-        ``samples``, ``seed``, ``config`` (``XbarConfig.to_dict()``), ``hardware``
-        (``hardware_report(...).to_dict()``), ``report`` (its table), ``cost`` (per inference
-        ``energy_j``, ``latency_s``, ``area_mm2``, analog + digital, constants
-        ``hardware["cost"]``), ``seconds``.
-    """
-    from mapping import convert_to_crossbar, evaluate_accuracy, hardware_report, run_monte_carlo
-    from mapping import set_backend
-
-    t0 = time.perf_counter()
-    if clean_accuracy is None:
-        clean_accuracy = float(evaluate_accuracy(model, loader))
-    analog = convert_to_crossbar(model, config)
-    if backend is not None:
-        set_backend(analog, backend)
-    result = run_monte_carlo(analog, loader, samples=samples, seed=seed, progress=progress)
-    report = hardware_report(analog, cost=cost)
-    return {"clean_accuracy": float(clean_accuracy), "mean": float(result.mean),
-            "std": float(result.std),
-            "accuracies": [float(a) for a in result.accuracies], "samples": int(samples),
-            "seed": int(seed), "config": config.to_dict(), "hardware": report.to_dict(),
-            "report": str(report), "cost": dict(report.cost_total),
-            "seconds": time.perf_counter() - t0}
-
-
 def add_hardware_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``simulate`` and ``sweep`` (everything but sigma and tile)."""
     p.add_argument("--adc-bits", type=parse_bits, default=8, help="ADC bits, 2..24, or 'none' (8)")
@@ -195,13 +101,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``correctnet simulate``."""
+    import mapping
+
+    from correctnet.sweep.simulate import point_config, prepare_checkpoint, simulate_model
+
     model, meta, loader = prepare_checkpoint(args.checkpoint, limit=args.limit,
                                              data_dir=args.data_dir, batch_size=args.batch_size,
                                              expect_model=args.model)
-    config = make_xbar_config(args.sigma, args.tile, adc_bits=args.adc_bits,
-                              dac_bits=args.dac_bits, level=args.level,
-                              line_resistance=args.line_resistance)
-    import mapping
+    config = point_config(args.sigma, args.tile, adc_bits=args.adc_bits,
+                          dac_bits=args.dac_bits, level=args.level,
+                          line_resistance=args.line_resistance)
 
     compile_seconds = mapping.warmup()
     out = simulate_model(model, loader, config, samples=args.samples, seed=args.seed,

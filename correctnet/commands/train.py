@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from correctnet.commands.argtypes import (nonneg_float, nonneg_int, positive_float,
+from correctnet.commands.argtypes import (method_name, nonneg_float, nonneg_int, positive_float,
                                        positive_int, torch_device)
 
 EPILOG = """\
@@ -26,9 +26,9 @@ Writes OUT/checkpoint.pt after every epoch (atomically) and OUT/checkpoint-epoch
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
-    from correctnet.data import DATASET_NAMES
-    from correctnet.models import MODEL_NAMES
-    from correctnet.training import CONSTRAINTS, METHODS, OPTIMIZERS
+    from correctnet.workloads.data import DATASET_NAMES
+    from correctnet.workloads.models import MODEL_NAMES
+    from correctnet.training.train import CONSTRAINTS, METHODS, OPTIMIZERS
 
     p = subparsers.add_parser(
         "train", help="train a network to a checkpoint (plain, lipschitz, variation-aware)",
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing data into --data-dir")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--method", choices=METHODS, default="plain", help="training method (plain)")
+    p.add_argument("--method", type=method_name, choices=METHODS, default="plain",
+                   help="training method (plain)")
     p.add_argument("--epochs", type=positive_int, default=10, help="epochs (10)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (1e-3)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="batch size (128)")
@@ -80,12 +81,11 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``correctnet train``."""
     import torch
 
-    from correctnet.data import dataset_info, load_dataset, make_loader
-    from correctnet.diagnostics import format_diagnostics
+    from correctnet.workloads.data import dataset_info, load_dataset, make_loader
     from correctnet.errors import UsageError
-    from correctnet.models import build_model
-    from correctnet.runstore import ensure_output_dir
-    from correctnet.training import TrainConfig, train_model
+    from correctnet.workloads.models import build_model
+    from correctnet.fileio import ensure_output_dir
+    from correctnet.training.train import TrainConfig, train_model
 
     if args.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if path.exists() and not args.resume:
         raise UsageError(f"{path} exists; add --resume to continue it or choose another --out")
     if path.exists():
-        from correctnet.checkpoint import read_checkpoint
+        from correctnet.workloads.checkpoint import read_checkpoint
         from correctnet.errors import CheckpointError
 
         old = read_checkpoint(path)["meta"]
@@ -133,15 +133,22 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(path), "test_accuracy": acc,
                           "epochs": history["epoch"], "history": history}))
         return 0
+    _print_history(history, cfg.method, acc, path)
+    return 0
+
+
+def _print_history(history: dict, method: str, acc: float, path: Path) -> None:
+    """One line per epoch (with the Lipschitz diagnostics), final norms and accuracy."""
+    from correctnet.training.diagnostics import format_diagnostics
+
     diags = history.get("diagnostics") or [None] * len(history["epoch"])
     for epoch, loss, test_acc, diag in zip(history["epoch"], history["train_loss"],
                                            history["test_accuracy"], diags):
         print(f"epoch {epoch:3d}  train loss {loss:.4f}  test accuracy {100 * test_acc:.2f}%")
         if diag:
             print(f"  sigma_max/sigma_min: {format_diagnostics(diag, history['lambda'])}")
-    if cfg.method == "lipschitz" and history["spectral_norms"]:
+    if method == "lipschitz" and history["spectral_norms"]:
         norms = history["spectral_norms"][-1]
         print(f"spectral norms (lambda {history['lambda']:.4f}): "
               + ", ".join(f"{name} {value:.3f}" for name, value in norms.items()))
     print(f"test accuracy {100 * acc:.2f}%  checkpoint {path}")
-    return 0

@@ -13,10 +13,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from correctnet.training.variants import Variant  # noqa: E402
+
 __all__ = ["plot_sigma", "plot_layers", "plot_search", "plot_tile_map", "plot_spectra"]
 
-_LABELS = {"plain": "unregularized", "lipschitz": "Lipschitz", "variation_aware":
-           "variation-aware", "correctnet": "CorrectNet"}
+_LABELS = {**{v.value: v.label for v in Variant}, "correctnet": "CorrectNet"}
 
 
 def _save(fig, path: str | Path) -> Path:

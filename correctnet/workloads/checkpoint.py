@@ -11,13 +11,12 @@ File layout (``torch.save`` of a dict)::
 ``test_accuracy`` (fraction), ``history``, ``train_config``; callers may add their own keys.
 :func:`load_checkpoint` needs ``model`` and the shape keys to rebuild the network.
 
-Writes go to ``<path>.tmp`` first and are moved into place with ``os.replace``, so a killed
+Writes are atomic (:func:`correctnet.fileio.atomic_write`), so a killed
 process leaves either the old or the new file, never half of one.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ import torch
 from torch import nn
 
 from correctnet.errors import CheckpointError
-from correctnet.models import build_model, output_scale_of
+from correctnet.fileio import atomic_write
+from correctnet.workloads.models import build_model, output_scale_of
 
 FORMAT = "correctnet-checkpoint"
 VERSION = 1
@@ -34,7 +34,7 @@ _REQUIRED = ("model", "num_classes", "in_channels", "input_size")
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], *,
                     optimizer_state: dict | None = None) -> Path:
-    """Write a checkpoint atomically (``<path>.tmp`` + ``os.replace``).
+    """Write a checkpoint atomically (:func:`correctnet.fileio.atomic_write`).
 
     Args:
         path: Destination file (parent directories are created).
@@ -60,9 +60,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], *,
     meta["output_scale"], meta["learn_output_scale"] = output_scale_of(model)
     payload = {"format": FORMAT, "version": VERSION, "state_dict": state, "meta": meta,
                "optimizer_state": optimizer_state}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
@@ -98,7 +97,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} holds CorrectNet compensators, not a network: they belong to a base "
             "network (the run folder's <base>.pt); `correctnet reproduce --out RUN` with the "
             "run's arguments prints their evaluation, or in Python use "
-            "correctnet.compensation_training.load_compensation(path, base) and simulate the "
+            "correctnet.compensation.train.load_compensation(path, base) and simulate the "
             "returned network")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a correctnet checkpoint (no '{FORMAT}' header)")

@@ -27,16 +27,12 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from correctnet.compensation import compensable_layers, count_parameters
-from correctnet.errors import CorrectNetError
+from correctnet.errors import DigitalBaselineError
 
 __all__ = ["DigitalBaselineError", "DigitalBaseline", "layer_costs", "maximal_digital_sets",
            "best_digital_layers"]
 
 Evaluate = Callable[[frozenset], tuple[float, float]]
-
-
-class DigitalBaselineError(CorrectNetError, ValueError):
-    """Invalid arguments to the digital-layer baseline (bad budget, costs, too many sets)."""
 
 
 @dataclass

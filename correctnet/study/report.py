@@ -15,18 +15,19 @@ Accuracies and overhead are fractions.
 
 from __future__ import annotations
 
-from correctnet import report_plots
-from correctnet.compensation import format_plan
-from correctnet.diagnostics import layer_diagnostics
-from correctnet.lipschitz import lipschitz_lambda
-from correctnet.runstore import write_json
+from correctnet.compensation.plan import format_plan
+from correctnet.fileio import write_json, write_text
+from correctnet.study import figures
+from correctnet.study.context import StudyContext
+from correctnet.training.diagnostics import layer_diagnostics
+from correctnet.training.lipschitz import lipschitz_lambda
 
-__all__ = ["build_report", "write_report", "markdown_table", "cost_section"]
+__all__ = ["build_report", "draw_figures", "write_report", "markdown_table", "cost_section"]
 
 _COST_KEYS = ("energy_j", "latency_s", "area_mm2")
 
 
-def cost_section(pipe) -> dict:
+def cost_section(ctx: StudyContext) -> dict:
     """Hardware cost per image of the base network on crossbars and of CorrectNet.
 
     Both networks are mapped with the preset's tile and ``line_resistance`` (no variation,
@@ -48,13 +49,13 @@ def cost_section(pipe) -> dict:
     from mapping import convert_to_crossbar, hardware_report
     from mapping.cost import CostConstants
 
-    p = pipe.preset
+    p = ctx.preset
     consts = CostConstants.preset(p.cost_preset)
-    cfg = pipe.hardware(0.0)
-    shape = tuple(pipe.dataset_split("test", 1)[0][0].shape)
-    comp = pipe.store.result("train_compensation")
-    base = pipe.network(p.base)
-    nets = {"network": base, "correctnet": pipe.correctnet_network() if comp["plan"] else base}
+    cfg = ctx.hardware(0.0)
+    shape = tuple(ctx.dataset_split("test", 1)[0][0].shape)
+    comp = ctx.store.result("train_compensation")
+    base = ctx.network(p.base)
+    nets = {"network": base, "correctnet": ctx.correctnet_network() if comp["plan"] else base}
     reports = {k: hardware_report(convert_to_crossbar(m, cfg), input_shape=shape, cost=consts)
                for k, m in nets.items()}
     parts = {k: dict({c: float(r.cost_total[c]) for c in _COST_KEYS},
@@ -74,17 +75,17 @@ def cost_section(pipe) -> dict:
             "weights_overhead": comp["overhead"]}
 
 
-def layers_section(pipe, variant: str) -> dict:
+def layers_section(ctx: StudyContext, variant: str) -> dict:
     """Per analog layer of ``variant``: ``{"sigma_max", "sigma_min", "operator_norm", "binds"}``.
 
-    From :func:`correctnet.diagnostics.layer_diagnostics` at the study's
+    From :func:`correctnet.training.diagnostics.layer_diagnostics` at the study's
     ``lambda = lipschitz_lambda(sigma)`` (eq. 10), conv operator norms at one test image's
     size; ``binds``: ``sigma_max`` within 10 % of ``lambda``. Values are rounded to 8
     significant digits, so that the report does not depend on the thread count (the SVD's
     last bits do).
     """
-    image = pipe.dataset_split("test", 1)[0][0]
-    diag = layer_diagnostics(pipe.network(variant), lipschitz_lambda(pipe.sigma), image[None])
+    image = ctx.dataset_split("test", 1)[0][0]
+    diag = layer_diagnostics(ctx.network(variant), lipschitz_lambda(ctx.sigma), image[None])
     def sig(x):                 # 8 significant digits: LAPACK's last bits vary with threads
         return x if x is None or isinstance(x, bool) else float(f"{x:.8g}")
 
@@ -140,27 +141,27 @@ def cost_markdown(cost: dict, base: str) -> list[str]:
     ]
 
 
-def build_report(pipe) -> dict:
-    """Assemble report.json's content from the finished stages of ``pipe``'s run folder."""
-    store, p = pipe.store, pipe.preset
+def build_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> dict:
+    """Assemble report.json's content (all but ``figures``) from the finished stages."""
+    store, p = ctx.store, ctx.preset
     base = store.result("evaluate_baselines")["variants"]
     cn = store.result("evaluate_correctnet")
     search = store.result("search")
     variants = {v: {"mean": r["mean"], "std": r["std"], "clean": r["clean"]}
                 for v, r in base.items()}
     for v in variants:
-        variants[v]["layers"] = layers_section(pipe, v)
+        variants[v]["layers"] = layers_section(ctx, v)
     variants["correctnet"] = {"mean": cn["mean"], "std": cn["std"], "clean": cn["clean"],
                               "overhead": cn["overhead"],
                               "compensated_layers": cn["compensated_layers"],
                               "plan": cn["plan"], "base": p.base}
     return {
-        "model": pipe.model_name, "dataset": pipe.dataset, "sigma": pipe.sigma,
+        "model": ctx.model_name, "dataset": ctx.dataset, "sigma": ctx.sigma,
         "samples": p.samples,
-        "test_images": len(pipe.dataset_split("test", p.test_limit)),
+        "test_images": len(ctx.dataset_split("test", p.test_limit)),
         "clean_accuracy": base["plain"]["clean"],
         "variants": variants,
-        "stages": pipe.stage_seconds(),
+        "stages": dict(stage_seconds),
         "candidates": store.result("candidates")["candidates"],
         "candidates_fallback": store.result("candidates").get("fallback", False),
         "search": {"best": search["best"], "evaluations": search["evaluations"],
@@ -173,8 +174,8 @@ def build_report(pipe) -> dict:
                                  for k, r in search["limits"].items()},
                    "exhaustive": search["exhaustive"]},
         "preset": p.to_dict(),
-        "cost": cost_section(pipe),
-        "lambda": lipschitz_lambda(pipe.sigma),
+        "cost": cost_section(ctx),
+        "lambda": lipschitz_lambda(ctx.sigma),
     }
 
 
@@ -260,45 +261,43 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(pipe) -> dict:
-    """Draw the figures and write ``report.json`` and ``report.md`` into the run folder.
+def draw_figures(ctx: StudyContext) -> dict[str, str]:
+    """Draw the report's PNG figures into the run folder from the finished stages.
 
     Returns:
-        ``{"report_md", "report_json", "figures"}`` (file names inside the run folder).
+        ``{title: file name inside the run folder}``.
     """
-    store = pipe.store
-    report = build_report(pipe)
+    store = ctx.store
     sw = store.result("sweeps")
     cands = store.result("candidates")
     search = store.result("search")
-    figures = {
-        "accuracy vs sigma (Fig. 2/7)": report_plots.plot_sigma(
-            sw["sigma"], store.path("fig_sigma.png"), sigma=pipe.sigma).name,
-        "variation in layers i..L (Fig. 9)": report_plots.plot_layers(
+    return {
+        "accuracy vs sigma (Fig. 2/7)": figures.plot_sigma(
+            sw["sigma"], store.path("fig_sigma.png"), sigma=ctx.sigma).name,
+        "variation in layers i..L (Fig. 9)": figures.plot_layers(
             cands["curves"], store.path("fig_layers.png")).name,
-        "explored placements (Fig. 10)": report_plots.plot_search(
-            search["explored"], store.path("fig_search.png"), limits=pipe.preset.limits,
+        "explored placements (Fig. 10)": figures.plot_search(
+            search["explored"], store.path("fig_search.png"), limits=ctx.preset.limits,
             best=search["best"]).name,
-        "sigma x tile size, CorrectNet": report_plots.plot_tile_map(
+        "sigma x tile size, CorrectNet": figures.plot_tile_map(
             sw["tile_map"], store.path("fig_tile_map.png")).name,
     }
-    report["figures"] = figures
-    write_json(store.path("report.json"), report)
-    store.path("report.md").write_text(_markdown(report))
-    return {"report_md": "report.md", "report_json": "report.json", "figures": figures}
 
 
-def finalize_stage_times(pipe) -> None:
-    """Rewrite report.json/report.md with every stage's time (the report stage's included)."""
-    import json
+def write_report(ctx: StudyContext, figure_files: dict[str, str],
+                 stage_seconds: dict[str, float]) -> dict:
+    """Write ``report.json`` and ``report.md`` into the run folder (once, after the stages).
 
-    path = pipe.store.path("report.json")
-    if not path.exists():
-        return
-    report = json.loads(path.read_text())
-    report["stages"] = pipe.stage_seconds()
-    write_json(path, report)
-    pipe.store.path("report.md").write_text(_markdown(report))
+    Args:
+        ctx: The study's context (its finished stages are read from the run store).
+        figure_files: ``{title: file name}`` from :func:`draw_figures` (the report stage).
+        stage_seconds: ``{stage: seconds}`` of every finished stage.
 
-
-__all__ += ["finalize_stage_times"]
+    Returns:
+        The report (what ``report.json`` holds).
+    """
+    report = build_report(ctx, stage_seconds)
+    report["figures"] = dict(figure_files)
+    write_json(ctx.store.path("report.json"), report)
+    write_text(ctx.store.path("report.md"), _markdown(report))
+    return report

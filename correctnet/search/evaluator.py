@@ -28,7 +28,7 @@ def _base_network(path: str, model: str, stamp: tuple[int, int]) -> Any:
     ``stamp`` is the file's ``(mtime_ns, size)``: a checkpoint rewritten at the same path (a
     run folder reused in a notebook) is loaded again.
     """
-    from correctnet.checkpoint import load_checkpoint
+    from correctnet.workloads.checkpoint import load_checkpoint
 
     net, _ = load_checkpoint(path, expect_model=model)
     return net.eval()
@@ -36,7 +36,7 @@ def _base_network(path: str, model: str, stamp: tuple[int, int]) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _split(dataset: str, split: str, data_dir: str | None, limit: int | None) -> Any:
-    from correctnet.data import load_dataset
+    from correctnet.workloads.data import load_dataset
 
     return load_dataset(dataset, split, data_dir=data_dir, limit=limit)
 
@@ -56,11 +56,11 @@ class PlanEvaluator:
     model: str
     """Model name the checkpoint must hold."""
     dataset: str
-    """Dataset name (:data:`correctnet.data.DATASET_NAMES`)."""
+    """Dataset name (:data:`correctnet.workloads.data.DATASET_NAMES`)."""
     sigma: float
     """Lognormal device variation of training and evaluation."""
     preset: dict
-    """The run's preset as :meth:`correctnet.presets.Preset.to_dict` (only the search fields,
+    """The run's preset as :meth:`correctnet.study.presets.Preset.to_dict` (only the search fields,
     ``tile``, ``batch_size``, ``eval_batch``, ``comp_lr`` and ``seed`` are read)."""
     data_dir: str | None = None
     """Dataset directory (CIFAR)."""
@@ -81,13 +81,13 @@ class PlanEvaluator:
         """
         import torch
 
-        from correctnet.compensation_training import CompensationConfig
-        from correctnet.compensation_training import train_compensation
-        from correctnet.data import make_loader
-        from correctnet.hardware import xbar_config
-        from correctnet.search import PlanCache
+        from correctnet.compensation.train import CompensationConfig
+        from correctnet.compensation.train import train_compensation
+        from correctnet.workloads.data import make_loader
+        from correctnet.search.cache import PlanCache
         from correctnet.seeding import derive_seed
         from mapping import run_monte_carlo, set_backend
+        from xbar import XbarConfig
 
         if self.threads:
             from correctnet.distributed import set_compute_threads
@@ -112,8 +112,10 @@ class PlanEvaluator:
         config = dataclasses.replace(
             CompensationConfig(epochs=p["search_epochs"], lr=p["comp_lr"]),
             seed=derive_seed(p["seed"], "search", PlanCache.key(plan)))
-        analog, _ = train_compensation(base, plan, train, xbar_config(self.sigma, p["tile"]),
-                                       config, device=self.device, progress=False)
+        hardware = XbarConfig.rram_lognormal(float(self.sigma), n_rows=p["tile"],
+                                             n_cols=p["tile"])   # ideal DAC/ADC
+        analog, _ = train_compensation(base, plan, train, hardware, config, device=self.device,
+                                       progress=False)
         if self.device is not None and torch.device(self.device).type == "cuda":
             set_backend(analog, "torch")
             analog.to(self.device)

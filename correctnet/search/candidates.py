@@ -12,13 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from correctnet.errors import CorrectNetError
+from correctnet.errors import CandidateError
 
 __all__ = ["CandidateError", "CandidateResult", "select_candidates", "monte_carlo_tail_accuracy"]
 
-
-class CandidateError(CorrectNetError, ValueError):
-    """Invalid arguments to candidate selection."""
 
 
 @dataclass

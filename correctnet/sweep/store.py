@@ -33,13 +33,12 @@ import csv
 import datetime as _dt
 import hashlib
 import json
-import os
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from correctnet.errors import CorrectNetError
+from correctnet.errors import SweepStoreError
+from correctnet.fileio import atomic_write
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
@@ -76,9 +75,6 @@ CSV_COLUMNS: tuple[str, ...] = ("label", "checkpoint", "sigma", "tile", "line_re
                                 "clean_accuracy", "mean", "std", "samples", "seconds",
                                 "cost_preset", "energy_j", "latency_s", "area_mm2", "key")
 
-
-class SweepStoreError(CorrectNetError, RuntimeError):
-    """The sweep database cannot be opened or is not a sweep database."""
 
 
 def point_settings(settings: dict[str, Any], *, line_resistance: float = 0.0,
@@ -175,7 +171,7 @@ class SweepStore:
             label: Short name of the checkpoint.
             sigma: Variation std of the point.
             tile: Tile side of the point.
-            result: :func:`correctnet.commands.simulate.simulate_model` output.
+            result: :func:`correctnet.sweep.simulate.simulate_model` output.
             settings: What determined the point (stored in ``config`` with the XbarConfig).
             line_resistance: Ohm per wire segment of the point.
 
@@ -232,23 +228,15 @@ def export_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     ``energy_j``, ``latency_s`` and ``area_mm2`` are per inference (one image), analog +
     digital, under the preset named in ``cost_preset`` (empty for points stored without one).
 
-    Written to a temporary file unique to this call (``.<name>.<random>.tmp`` in the same
-    folder) and moved into place with :func:`os.replace`, so concurrent writers (several
-    processes or threads exporting the same sweep) never share a temporary file and readers
-    only ever see a complete CSV. The temporary file is removed if writing fails.
+    Written atomically (:func:`correctnet.fileio.atomic_write` with ``unique=True``: a
+    temporary file unique to this call, then :func:`os.replace`), so concurrent writers
+    (several processes or threads exporting the same sweep) never share a temporary file and
+    readers only ever see a complete CSV. The temporary file is removed if writing fails.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(_csv_row(row))
-        os.chmod(tmp, 0o644)            # mkstemp creates 0600; a CSV is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, unique=True) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(_csv_row(row))
     return path

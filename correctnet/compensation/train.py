@@ -29,15 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from correctnet.compensation import (
+from correctnet.compensation.modules import (
     PlanError,
     compensated_layers,
     compensation_parameters,
     freeze_except,
     insert_compensation,
-    normalize_plan,
 )
+from correctnet.compensation.plan import normalize_plan
 from correctnet.errors import CheckpointError, TrainingError, UsageError
+from correctnet.fileio import atomic_write
 from correctnet.seeding import derive_seed, isolated_rng
 
 __all__ = [
@@ -207,14 +208,13 @@ def compensation_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_compensation(path: str | os.PathLike, model: nn.Module, plan: Mapping[str, float],
                       meta: dict | None = None) -> Path:
-    """Write plan + compensator weights atomically (``<path>.tmp`` then ``os.replace``)."""
+    """Write plan + compensator weights atomically (:func:`correctnet.fileio.atomic_write`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": "correctnet-compensation", "plan": normalize_plan(plan),
                "state": compensation_state(model), "meta": dict(meta or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -5,10 +5,10 @@ Methods (``TrainConfig.method``):
 - ``plain``: cross-entropy.
 - ``lipschitz``: ``lambda = lipschitz_lambda(sigma, k)``; ``constraint="soft"``:
   ``CE + beta * sum_i ||W_i W_i^T / lambda^2 - I||_F^2 / min(out_i, in_i)`` (eq. 11,
-  :func:`~correctnet.lipschitz.normalized_penalty`); ``constraint="hard"``: CE only, every
+  :func:`~correctnet.training.lipschitz.normalized_penalty`); ``constraint="hard"``: CE only, every
   analog weight set to ``lambda`` times its polar factor before training and after every
-  optimizer step (:func:`~correctnet.lipschitz.parseval_retract`). Per-layer spectral norms
-  and :func:`~correctnet.diagnostics.layer_diagnostics` are logged every epoch.
+  optimizer step (:func:`~correctnet.training.lipschitz.parseval_retract`). Per-layer spectral norms
+  and :func:`~correctnet.training.diagnostics.layer_diagnostics` are logged every epoch.
 - ``variation-aware``: every batch draws a fresh ``w * exp(theta)``, ``theta ~ N(0, sigma^2)``
   per weight, into every analog Linear/Conv2d weight (modules marked digital are left alone);
   the forward pass uses ``torch.func.functional_call`` with the perturbed weights, so the
@@ -19,7 +19,7 @@ Determinism: the loader's shuffling generator and the variation generator are re
 gives the same weights as an uninterrupted one.
 
 Optional digital output scale (``output_scale``, ``learn_output_scale``): a scalar multiplying
-the logits (see :class:`correctnet.models.OutputScale`); it lets a network whose layers are held
+the logits (see :class:`~.workloads.models.OutputScale`); it lets a network whose layers are held
 near a small ``lambda`` still reach confident logits.
 """
 
@@ -35,19 +35,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from mapping import evaluate_accuracy
 from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from correctnet.checkpoint import _load_error_summary, read_checkpoint, save_checkpoint
-from correctnet.diagnostics import layer_diagnostics
-from correctnet.errors import CheckpointError, TrainingError, UsageError
-from correctnet.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
-                                  spectral_norms)
-from correctnet.models import output_scale_of, set_output_scale
+from correctnet.errors import TrainingError, UsageError
+from correctnet.training.diagnostics import layer_diagnostics
+from correctnet.training.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
+                                           spectral_norms)
+from correctnet.training.resume import resume_from, save_epoch
+from correctnet.training.variants import METHODS, Variant  # METHODS: TrainConfig.method values
+from correctnet.workloads.models import set_output_scale
 
-#: Training methods accepted by :class:`TrainConfig`.
-METHODS: tuple[str, ...] = ("plain", "lipschitz", "variation-aware")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 #: Lipschitz constraints accepted by :class:`TrainConfig`.
 CONSTRAINTS: tuple[str, ...] = ("soft", "hard")
@@ -157,53 +157,6 @@ def perturbed_weights(model: nn.Module, sigma: float,
             for name, module in analog_layers(model)}
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> float:
-    """Clean accuracy (fraction correct) of ``model`` on ``loader`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    correct = total = 0
-    for x, y in loader:
-        x, y = x.to(dev), y.to(dev)
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.numel())
-    model.train(was_training)
-    return correct / max(total, 1)
-
-
-#: ``TrainConfig`` fields a resumed run may change: more epochs continue a finished run.
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "keep_epoch_checkpoints"})
-#: ``meta`` keys that must match on resume when both the checkpoint and the caller give them.
-RESUME_META_KEYS: tuple[str, ...] = ("model", "dataset", "limit")
-
-
-def resume_differences(old_meta: dict[str, Any], cfg: TrainConfig,
-                       meta: dict[str, Any] | None = None) -> list[str]:
-    """Settings of a resumed run that differ from those the checkpoint was trained with.
-
-    Args:
-        old_meta: The checkpoint's ``meta`` (its ``train_config`` and data keys).
-        cfg: The settings given now.
-        meta: The metadata given now (``model``, ``dataset``, ``limit`` are compared).
-
-    Returns:
-        One ``"--key checkpoint X, given Y"`` string per differing key (empty: resumable);
-        ``epochs`` and ``keep_epoch_checkpoints`` may change.
-    """
-    old_cfg = old_meta.get("train_config")
-    diffs = []
-    if isinstance(old_cfg, dict):
-        for key, value in cfg.to_dict().items():
-            if key not in RESUMABLE_CHANGES and key in old_cfg and old_cfg[key] != value:
-                diffs.append((key, old_cfg[key], value))
-    for key in RESUME_META_KEYS:
-        if meta is not None and key in meta and key in old_meta and old_meta[key] != meta[key]:
-            diffs.append((key, old_meta[key], meta[key]))
-    return [f"--{key.replace('_', '-')} checkpoint {old!r}, given {new!r}"
-            for key, old, new in diffs]
-
-
 def _diverged(what: str, cfg: TrainConfig, epoch: int, path: Path | None) -> TrainingError:
     kept = (f"the last good checkpoint {path} is kept" if path is not None and path.is_file()
             else "no checkpoint was written")
@@ -226,11 +179,6 @@ def _check_weights(model: nn.Module, cfg: TrainConfig, epoch: int, path: Path | 
         raise _diverged(f"weights {', '.join(bad[:3])} became non-finite", cfg, epoch, path)
 
 
-def epoch_checkpoint_path(path: Path, epoch: int) -> Path:
-    """``<stem>-epochNNN<suffix>`` next to ``path``."""
-    return path.with_name(f"{path.stem}-epoch{epoch:03d}{path.suffix}")
-
-
 def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable | None,
                 cfg: TrainConfig, *, checkpoint_path: str | Path | None = None,
                 resume: bool = False, progress: bool = True,
@@ -240,7 +188,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
     """Train ``model`` in place with the chosen method, checkpointing every epoch.
 
     Args:
-        model: Network (e.g. from :func:`correctnet.models.build_model`).
+        model: Network (e.g. from :func:`correctnet.workloads.models.build_model`).
         train_loader: Iterable of ``(x, y)`` batches; if it has a ``torch.Generator`` in
             ``.generator`` it is reseeded with ``seed + epoch`` every epoch.
         test_loader: Batches for the per-epoch clean test accuracy (``None``: skip).
@@ -256,14 +204,14 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
             ``in_channels``, ``input_size`` are needed to reload); training adds ``method``,
             ``sigma``, ``beta``, ``k``, ``epoch``, ``epochs``, ``test_accuracy``, ``history``,
             ``train_config``, ``output_scale``, ``learn_output_scale``, ``diagnostics`` (lipschitz:
-            the last epoch's :func:`~correctnet.diagnostics.layer_diagnostics`, else None).
+            the last epoch's :func:`~correctnet.training.diagnostics.layer_diagnostics`, else None).
         device: Device to train on (``"cpu"``, ``"cuda"``); ``None``: the model's device.
 
     Returns:
         History dict of per-epoch lists: ``epoch``, ``train_loss``, ``train_accuracy``,
         ``penalty`` (lipschitz), ``test_accuracy`` (fractions), ``spectral_norms`` (lipschitz:
         one ``{layer: norm}`` dict per epoch), ``diagnostics`` (lipschitz: one
-        :func:`~correctnet.diagnostics.layer_diagnostics` dict per epoch, conv operator norms
+        :func:`~.diagnostics.layer_diagnostics` dict per epoch, conv operator norms
         at the training images' size), ``seconds``; plus ``lambda``.
 
     Raises:
@@ -273,23 +221,11 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         differing key. TrainingError: a loss or weight became NaN or infinite (training
         stops before saving, so the last checkpoint holds the last finite weights).
     """
-    try:
-        dev = torch.device(device) if device is not None else next(model.parameters()).device
-    except RuntimeError as exc:
-        raise UsageError(f"bad device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available; use cpu")
+    dev = _device(model, device)
     if cfg.output_scale != 1.0 or cfg.learn_output_scale:
         set_output_scale(model, cfg.output_scale, cfg.learn_output_scale)
     model.to(dev)
-    extras = [m.to(dev) for m in (extra_modules or [])]
-    scale_module = getattr(model, "output_scale", None)
-    scale_ids = ({id(p) for p in scale_module.parameters()}
-                 if isinstance(scale_module, nn.Module) else set())
-    scale_params = [p for p in model.parameters() if id(p) in scale_ids and p.requires_grad]
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
-    params += [p for m in extras for p in m.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, scale_params, cfg)
+    optimizer = _make_optimizer(*_parameter_groups(model, extra_modules, dev), cfg)
     lam = cfg.lam
     history: dict[str, Any] = {"epoch": [], "train_loss": [], "train_accuracy": [],
                                "penalty": [], "test_accuracy": [], "spectral_norms": [],
@@ -297,29 +233,7 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
     start = 0
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and path is not None and path.is_file():
-        payload = read_checkpoint(path)
-        try:
-            model.load_state_dict(payload["state_dict"])
-            if payload.get("optimizer_state") is not None:
-                optimizer.load_state_dict(payload["optimizer_state"])
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"cannot resume from {path}: it does not fit this model "
-                                  f"and optimizer ({_load_error_summary(exc)})") from exc
-        old = payload["meta"]
-        if old.get("method") != cfg.method:
-            raise CheckpointError(f"cannot resume from {path}: it was trained with method "
-                                  f"{old.get('method')!r}, not {cfg.method!r}")
-        old_constraint = (old.get("train_config") or {}).get("constraint", "soft")
-        if cfg.method == "lipschitz" and old_constraint != cfg.constraint:
-            raise CheckpointError(f"cannot resume from {path}: it was trained with constraint "
-                                  f"{old_constraint!r}, not {cfg.constraint!r}")
-        diffs = resume_differences(old, cfg, meta)
-        if diffs:
-            raise CheckpointError(f"cannot resume from {path}: it was trained with other "
-                                  f"settings ({'; '.join(diffs)}); rerun with the "
-                                  "checkpoint's settings or choose another --out")
-        history = dict(old.get("history") or history)
-        start = int(old.get("epoch", 0))
+        history, start = resume_from(path, model, optimizer, cfg, meta, history)
         model.to(dev)
     hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
     if hard and start == 0:
@@ -328,62 +242,103 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
         t0 = time.perf_counter()
         if isinstance(getattr(train_loader, "generator", None), torch.Generator):
             train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
-        var_gen = torch.Generator(device=dev).manual_seed(cfg.seed * 100_003 + epoch + 7)
-        model.train()
-        loss_sum = pen_sum = 0.0
-        correct = seen = batches = 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=None if progress else True)
-        for x, y in bar:
-            x, y = x.to(dev), y.to(dev)
-            if cfg.method == "variation-aware" and cfg.sigma > 0:
-                logits = functional_call(model, perturbed_weights(model, cfg.sigma, var_gen),
-                                         (x,), strict=False)
-            else:
-                logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            total = loss
-            if cfg.method == "lipschitz" and cfg.beta > 0 and not hard:
-                pen = normalized_penalty(model, lam)
-                total = loss + cfg.beta * pen
-                pen_sum += float(pen.detach())
-            _check_loss(total.detach(), cfg, epoch, batches + 1, path)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            if hard:
-                parseval_retract(model, lam)
-            loss_sum += float(loss.detach())
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += int(y.numel())
-            batches += 1
-            bar.set_postfix(loss=f"{loss_sum / batches:.3f}")
-        bar.close()
-        history["epoch"].append(epoch)
-        history["train_loss"].append(loss_sum / max(batches, 1))
-        history["train_accuracy"].append(correct / max(seen, 1))
-        history["penalty"].append(pen_sum / max(batches, 1) if cfg.method == "lipschitz" else None)
-        test_acc = evaluate(model, test_loader, dev) if test_loader is not None else None
-        history["test_accuracy"].append(test_acc)
-        history["spectral_norms"].append(spectral_norms(model)
-                                         if cfg.method == "lipschitz" else None)
-        history.setdefault("diagnostics", []).append(
-            layer_diagnostics(model, lam, x[:1] if batches else None)
-            if cfg.method == "lipschitz" else None)
-        history["seconds"].append(time.perf_counter() - t0)
+        sums, last_x = _train_epoch(model, train_loader, optimizer, cfg, epoch, dev, path,
+                                    progress)
         _check_weights(model, cfg, epoch, path)
+        test_acc = (evaluate_accuracy(model, test_loader, device=dev)
+                    if test_loader is not None else None)
+        _record_epoch(history, model, cfg, epoch, sums, test_acc, last_x)
+        history["seconds"].append(time.perf_counter() - t0)
         if path is not None:
-            scale, learn = output_scale_of(model)
-            full_meta = dict(meta or {})
-            full_meta.update({"method": cfg.method, "sigma": cfg.sigma, "beta": cfg.beta,
-                              "k": cfg.k, "epoch": epoch, "epochs": cfg.epochs,
-                              "test_accuracy": test_acc, "history": history,
-                              "train_config": cfg.to_dict(), "output_scale": scale,
-                              "learn_output_scale": learn,
-                              "diagnostics": history["diagnostics"][-1]})
-            opt_state = optimizer.state_dict()
-            save_checkpoint(path, model, full_meta, optimizer_state=opt_state)
-            if cfg.keep_epoch_checkpoints:
-                save_checkpoint(epoch_checkpoint_path(path, epoch), model, full_meta,
-                                optimizer_state=opt_state)
+            save_epoch(path, model, optimizer, cfg, meta, history, epoch, test_acc)
     return history
+
+
+def _device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """The training device: ``device``, else the model's; CUDA only where it is available."""
+    try:
+        dev = torch.device(device) if device is not None else next(model.parameters()).device
+    except RuntimeError as exc:
+        raise UsageError(f"bad device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available; use cpu")
+    return dev
+
+
+def _parameter_groups(model: nn.Module, extra_modules: Iterable[nn.Module] | None,
+                      dev: torch.device) -> tuple[list, list]:
+    """``(params, scale_params)``: the trained weights (model + extras) and the logit scale's."""
+    extras = [m.to(dev) for m in (extra_modules or [])]
+    scale_module = getattr(model, "output_scale", None)
+    scale_ids = ({id(p) for p in scale_module.parameters()}
+                 if isinstance(scale_module, nn.Module) else set())
+    scale_params = [p for p in model.parameters() if id(p) in scale_ids and p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
+    params += [p for m in extras for p in m.parameters() if p.requires_grad]
+    return params, scale_params
+
+
+def _train_epoch(model: nn.Module, train_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 cfg: TrainConfig, epoch: int, dev: torch.device, path: Path | None,
+                 progress: bool) -> tuple[dict[str, float], torch.Tensor | None]:
+    """One pass over ``train_loader``.
+
+    Returns:
+        ``({"loss", "penalty", "correct", "seen", "batches"} sums, the last input batch)``.
+
+    Raises:
+        TrainingError: a non-finite loss (:func:`_check_loss`).
+    """
+    lam = cfg.lam
+    hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
+    var_gen = torch.Generator(device=dev).manual_seed(cfg.seed * 100_003 + epoch + 7)
+    model.train()
+    loss_sum = pen_sum = 0.0
+    correct = seen = batches = 0
+    x = None
+    bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+               disable=None if progress else True)
+    for x, y in bar:
+        x, y = x.to(dev), y.to(dev)
+        if cfg.method == Variant.VARIATION_AWARE.method and cfg.sigma > 0:
+            logits = functional_call(model, perturbed_weights(model, cfg.sigma, var_gen),
+                                     (x,), strict=False)
+        else:
+            logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        total = loss
+        if cfg.method == "lipschitz" and cfg.beta > 0 and not hard:
+            pen = normalized_penalty(model, lam)
+            total = loss + cfg.beta * pen
+            pen_sum += float(pen.detach())
+        _check_loss(total.detach(), cfg, epoch, batches + 1, path)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if hard:
+            parseval_retract(model, lam)
+        loss_sum += float(loss.detach())
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += int(y.numel())
+        batches += 1
+        bar.set_postfix(loss=f"{loss_sum / batches:.3f}")
+    bar.close()
+    return ({"loss": loss_sum, "penalty": pen_sum, "correct": correct, "seen": seen,
+             "batches": batches}, x if batches else None)
+
+
+def _record_epoch(history: dict[str, Any], model: nn.Module, cfg: TrainConfig, epoch: int,
+                  sums: dict[str, float], test_acc: float | None,
+                  last_x: torch.Tensor | None) -> None:
+    """Append one epoch's numbers (and, for lipschitz, norms and diagnostics) to ``history``."""
+    batches = sums["batches"]
+    lipschitz = cfg.method == "lipschitz"
+    history["epoch"].append(epoch)
+    history["train_loss"].append(sums["loss"] / max(batches, 1))
+    history["train_accuracy"].append(sums["correct"] / max(sums["seen"], 1))
+    history["penalty"].append(sums["penalty"] / max(batches, 1) if lipschitz else None)
+    history["test_accuracy"].append(test_acc)
+    history["spectral_norms"].append(spectral_norms(model) if lipschitz else None)
+    history.setdefault("diagnostics", []).append(
+        layer_diagnostics(model, cfg.lam, last_x[:1] if last_x is not None else None)
+        if lipschitz else None)

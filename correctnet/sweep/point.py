@@ -15,7 +15,7 @@ from typing import Any
 def _loaded(path: str, digest: str, limit: int | None, data_dir: str | None,
             batch_size: int) -> tuple[Any, Any, float]:
     """``(model, loader, clean_accuracy)`` of a checkpoint; ``digest`` keys the cache."""
-    from correctnet.commands.simulate import prepare_checkpoint
+    from correctnet.sweep.simulate import prepare_checkpoint
     from mapping import evaluate_accuracy
 
     model, _, loader = prepare_checkpoint(path, limit=limit, data_dir=data_dir,
@@ -35,9 +35,9 @@ def evaluate_point(task: dict[str, Any], *, progress: bool = False) -> dict[str,
         progress: Show the Monte-Carlo progress bar (the in-process sweep; workers: off).
 
     Returns:
-        :func:`correctnet.commands.simulate.simulate_model`'s dict (JSON-safe).
+        :func:`correctnet.sweep.simulate.simulate_model`'s dict (JSON-safe).
     """
-    from correctnet.commands.simulate import make_xbar_config, simulate_model
+    from correctnet.sweep.simulate import point_config, simulate_model
 
     if task.get("threads"):
         from correctnet.distributed import set_compute_threads
@@ -45,9 +45,9 @@ def evaluate_point(task: dict[str, Any], *, progress: bool = False) -> dict[str,
         set_compute_threads(task["threads"])
     model, loader, clean = _loaded(str(task["path"]), task["digest"], task["limit"],
                                    task["data_dir"], task["batch_size"])
-    config = make_xbar_config(task["sigma"], task["tile"], adc_bits=task["adc_bits"],
-                              dac_bits=task["dac_bits"], level=task["level"],
-                              line_resistance=task.get("line_resistance", 0.0))
+    config = point_config(task["sigma"], task["tile"], adc_bits=task["adc_bits"],
+                          dac_bits=task["dac_bits"], level=task["level"],
+                          line_resistance=task.get("line_resistance", 0.0))
     return simulate_model(model, loader, config, samples=task["samples"], seed=task["seed"],
                           backend=task["backend"], progress=progress, clean_accuracy=clean,
                           cost=task.get("cost", "isaac-32nm"))

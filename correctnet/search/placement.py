@@ -16,23 +16,20 @@ run folder), so no plan is trained twice, across limits and across reruns.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from correctnet.compensation import format_plan, normalize_plan
-from correctnet.errors import CorrectNetError
+from correctnet.compensation.plan import normalize_plan
+from correctnet.errors import SearchError
+from correctnet.search.cache import Evaluator, PlanCache
 
 __all__ = [
     "SearchError",
     "SearchConfig",
-    "PlanCache",
     "SearchResult",
     "PolicyRNN",
     "reward",
@@ -42,13 +39,9 @@ __all__ = [
 ]
 
 Plan = dict[str, float]
-Evaluator = Callable[[Plan], tuple[float, float]]
 #: ``plans -> iterator of (index, (mean, std))`` in any order (e.g. as Dask workers finish).
 MapEvaluator = Callable[[list[Plan]], Iterable[tuple[int, tuple[float, float]]]]
 
-
-class SearchError(CorrectNetError, ValueError):
-    """Invalid search arguments (empty action sets, bad limits, ...)."""
 
 
 def reward(mean: float, std: float, overhead: float, limit: float) -> float:
@@ -99,65 +92,6 @@ class SearchConfig:
                 self.episodes_per_batch, int) or self.episodes_per_batch < 1:
             raise SearchError("search.episodes_per_batch must be an integer >= 1, got "
                               f"{self.episodes_per_batch!r}")
-
-
-class PlanCache:
-    """Evaluated plans ``{format_plan(plan): {"plan", "mean", "std", ...}}``, optionally on disk.
-
-    Args:
-        path: JSON file; loaded if it exists, rewritten atomically after each :meth:`put`.
-
-    Raises:
-        UnreadableFileError: ``path`` exists but is not a plan cache (corrupt JSON, or not a
-            ``{key: {plan, mean, std, ...}}`` map); the message says to delete it and rerun.
-    """
-
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-        self.entries: dict[str, dict] = {}
-        if self.path is not None and self.path.exists():
-            from correctnet.runstore import UnreadableFileError, read_json
-
-            fix = "delete it and rerun: its plans are trained again"
-            self.entries = read_json(self.path, what="plan cache", fix=fix)
-            if not (isinstance(self.entries, dict) and all(
-                    isinstance(e, dict) and {"plan", "mean", "std"} <= set(e)
-                    for e in self.entries.values())):
-                raise UnreadableFileError(f"plan cache {self.path} is unreadable (not a "
-                                          f"{{plan: {{plan, mean, std}}}} map); {fix}")
-
-    @staticmethod
-    def key(plan: Mapping[str, float]) -> str:
-        """Canonical key of a plan."""
-        return format_plan(plan)
-
-    def __contains__(self, plan: Mapping[str, float]) -> bool:
-        return self.key(plan) in self.entries
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def get(self, plan: Mapping[str, float]) -> dict | None:
-        """The stored entry of ``plan`` or None."""
-        return self.entries.get(self.key(plan))
-
-    def put(self, plan: Mapping[str, float], mean: float, std: float, **extra) -> dict:
-        """Store a result and persist it."""
-        entry = {"plan": normalize_plan(plan), "mean": float(mean), "std": float(std), **extra}
-        self.entries[self.key(plan)] = entry
-        if self.path is not None:
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
-        return entry
-
-    def evaluate(self, plan: Mapping[str, float], evaluator: Evaluator, **extra) -> dict:
-        """Return the cached entry of ``plan``, calling ``evaluator`` only on a miss."""
-        hit = self.get(plan)
-        if hit is not None:
-            return hit
-        mean, std = evaluator(normalize_plan(plan))
-        return self.put(plan, mean, std, **extra)
 
 
 @dataclass

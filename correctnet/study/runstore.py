@@ -1,4 +1,4 @@
-"""A run folder for resumable pipelines: stored config, per-stage results, atomic JSON.
+"""A run folder for resumable pipelines: stored config and per-stage results.
 
 Layout::
 
@@ -6,94 +6,22 @@ Layout::
     RUN/stages/<name>.json   {"seconds": float, "result": {...}} once the stage finished
     RUN/...                  checkpoints and caches the stages write themselves
 
-A stage counts as done only when its JSON file exists; files are written to
-``<file>.tmp`` and moved into place with ``os.replace``, so a run killed at any
-moment resumes at the first unfinished stage and loses nothing finished.
+A stage counts as done only when its JSON file exists; files are written atomically
+(:func:`correctnet.fileio.atomic_write`), so a run killed at any moment resumes at the first
+unfinished stage and loses nothing finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from correctnet.errors import UsageError
+from correctnet.errors import RunConfigError, UnreadableFileError, UsageError
+from correctnet.fileio import _jsonable, ensure_output_dir, read_json, write_json
 
-__all__ = ["RunConfigError", "RunStore", "UnreadableFileError", "config_differences",
-           "ensure_output_dir", "read_json", "write_json"]
-
-
-class RunConfigError(UsageError):
-    """A run folder was created with other arguments than the ones given now."""
-
-
-class UnreadableFileError(UsageError):
-    """A file a run wrote earlier cannot be read back (corrupt, truncated, foreign)."""
-
-
-def ensure_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
-    """Create ``path`` (with parents) and check that a file can be written in it.
-
-    Called before any work starts, so a bad output folder fails at once instead of after
-    training.
-
-    Args:
-        path: Output folder.
-        option: The command-line option that named it (for the message).
-
-    Returns:
-        ``Path(path)``.
-
-    Raises:
-        UsageError: the folder cannot be created or written (a file in the way, a read-only
-            or kernel pseudo-filesystem such as /proc or /sys, no permission); one line
-            naming ``option``, the path and the OS reason.
-    """
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, FileExistsError) or (path.exists() and not path.is_dir()):
-            reason = "a file of that name exists"
-        raise UsageError(f"{option} {path}: cannot create or write this folder ({reason}); "
-                         f"choose another {option}") from exc
-    return path
-
-
-def read_json(path: str | os.PathLike, *, what: str = "file", fix: str | None = None) -> Any:
-    """Read a JSON file this package wrote, with one clear error if it is damaged.
-
-    Args:
-        path: The file.
-        what: What the file is, for the message (e.g. "stage result").
-        fix: What the user should do (default: move the file away and rerun).
-
-    Raises:
-        UnreadableFileError: the file cannot be read or is not valid JSON.
-    """
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        fix = fix or "move it away (or delete it) and rerun to recompute it"
-        raise UnreadableFileError(f"{what} {path} is unreadable ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); "
-                                  f"{fix}") from exc
-
-
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (``<path>.tmp`` then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=_jsonable))
-    os.replace(tmp, path)
-    return path
+__all__ = ["RunConfigError", "RunStore", "UnreadableFileError", "config_differences"]
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -132,14 +60,6 @@ def config_differences(old: dict, new: dict, *, show: int = 6) -> str:
     if len(keys) > show:
         parts.append(f"and {len(keys) - show} more")
     return "; ".join(parts)
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"cannot store {type(obj).__name__} as JSON")
 
 
 class RunStore:

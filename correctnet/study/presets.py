@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from correctnet.errors import UsageError
+from correctnet.training.variants import VARIANTS
 
 __all__ = ["Preset", "PRESETS", "get_preset", "PRESET_NAMES"]
 
@@ -121,7 +122,7 @@ class Preset:
                 raise bad(field, value, "a finite number > 0")
         if not self.lipschitz_beta >= 0:
             raise bad("lipschitz_beta", self.lipschitz_beta, ">= 0")
-        if self.base not in ("lipschitz", "plain", "variation_aware"):
+        if self.base not in VARIANTS:
             raise bad("base", self.base, '"lipschitz", "plain" or "variation_aware"')
         if not 0 < self.threshold <= 1:
             raise bad("threshold", self.threshold, "in (0, 1]")

@@ -6,7 +6,7 @@
 - :func:`plot_sigma_tile_heatmap`: mean accuracy on a sigma x tile-size grid, one panel per
   checkpoint.
 
-Inputs are the row dicts of :meth:`correctnet.sweep_store.SweepStore.rows` (accuracies as
+Inputs are the row dicts of :meth:`correctnet.sweep.store.SweepStore.rows` (accuracies as
 fractions; the axes show percent).
 """
 

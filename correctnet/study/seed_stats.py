@@ -21,13 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from correctnet.errors import CorrectNetError
+from correctnet.errors import SeedStatsError
 
 __all__ = ["SeedStatsError", "pool_seeds", "paired_difference"]
-
-
-class SeedStatsError(CorrectNetError, ValueError):
-    """Empty or ragged per-seed accuracies."""
 
 
 def _matrix(per_seed: Sequence[Sequence[float]], what: str) -> np.ndarray:

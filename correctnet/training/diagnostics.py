@@ -119,7 +119,7 @@ def layer_diagnostics(model: nn.Module, lam: float,
     Args:
         model: Network (float; modules marked digital are skipped).
         lam: Target spectral norm ``lambda`` (> 0; see
-            :func:`correctnet.lipschitz.lipschitz_lambda`).
+            :func:`correctnet.training.lipschitz.lipschitz_lambda`).
         example_input: A batch ``(N, C, H, W)`` the model accepts (its first image is run to
             record each convolution's input size). ``None``: ``operator_norm`` of a
             convolution is ``None``.

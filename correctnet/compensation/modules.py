@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from correctnet.errors import CorrectNetError
+from correctnet.compensation.plan import format_plan, normalize_plan, parse_plan  # noqa: F401
+from correctnet.errors import PlanError
 
 __all__ = [
     "PlanError",
@@ -53,18 +54,10 @@ __all__ = [
     "make_compensated_layer",
     "insert_compensation",
     "compensation_cost",
-    "plan_overhead",
-    "count_parameters",
     "compensation_parameters",
     "compensated_layers",
-    "normalize_plan",
-    "parse_plan",
-    "format_plan",
 ]
 
-
-class PlanError(CorrectNetError, ValueError):
-    """A compensation plan names an unknown layer or has an invalid ratio."""
 
 
 def _mark_digital(module: nn.Module) -> nn.Module:
@@ -332,49 +325,6 @@ def _inside_compensation(name: str) -> bool:
     return "generator" in parts or "compensator" in parts
 
 
-def normalize_plan(plan: Mapping[str, float]) -> dict[str, float]:
-    """Drop entries with ratio <= 0 and sort by name, so equal plans compare equal.
-
-    Raises:
-        PlanError: if a ratio is not a finite number.
-    """
-    out = {}
-    for name, ratio in plan.items():
-        r = float(ratio)
-        if r != r or r in (float("inf"), float("-inf")):
-            raise PlanError(f"plan ratio for {name!r} must be finite, got {ratio}")
-        if r > 0:
-            out[str(name)] = r
-    return dict(sorted(out.items()))
-
-
-def parse_plan(text: str) -> dict[str, float]:
-    """Parse ``"conv2=0.5,fc3=1"`` into ``{"conv2": 0.5, "fc3": 1.0}``.
-
-    Raises:
-        PlanError: on an entry without ``=``, a ratio that is not a number, or a layer named
-            twice.
-    """
-    plan: dict[str, float] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        if "=" not in item:
-            raise PlanError(f"plan entry {item!r} must look like LAYER=RATIO (e.g. conv2=0.5)")
-        name, value = (s.strip() for s in item.split("=", 1))
-        if name in plan:
-            raise PlanError(f"plan names layer {name!r} twice; give each layer once")
-        try:
-            plan[name] = float(value)
-        except ValueError:
-            raise PlanError(f"plan ratio for {name!r} must be a number, got {value!r}") from None
-    return normalize_plan(plan)
-
-
-def format_plan(plan: Mapping[str, float]) -> str:
-    """Inverse of :func:`parse_plan` (``"none"`` for an empty plan)."""
-    plan = normalize_plan(plan)
-    return ",".join(f"{k}={v:g}" for k, v in plan.items()) or "none"
-
-
 def _check_plan(model: nn.Module, plan: Mapping[str, float]) -> dict[str, float]:
     plan = normalize_plan(plan)
     valid = compensable_layers(model)
@@ -385,30 +335,6 @@ def _check_plan(model: nn.Module, plan: Mapping[str, float]) -> dict[str, float]
                 f"valid: {', '.join(valid)}"
             )
     return plan
-
-
-def count_parameters(model: nn.Module, *, exclude_compensation: bool = True) -> int:
-    """Parameters (weights + biases) of ``model``, compensators excluded by default."""
-    total = 0
-    for name, p in model.named_parameters():
-        if exclude_compensation and _inside_compensation(name):
-            continue
-        total += p.numel()
-    return total
-
-
-def plan_overhead(model: nn.Module, plan: Mapping[str, float]) -> float:
-    """Overhead of ``plan`` on the uncompensated ``model`` without building it.
-
-    Equation: ``sum_i compensation_cost(layer_i, ratio_i) / count_parameters(model)``.
-
-    Raises:
-        PlanError: if the plan names an unknown layer or a bad ratio.
-    """
-    plan = _check_plan(model, plan)
-    modules = dict(model.named_modules())
-    extra = sum(compensation_cost(modules[k], r) for k, r in plan.items())
-    return extra / max(1, count_parameters(model))
 
 
 def insert_compensation(
@@ -451,12 +377,6 @@ def compensation_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def model_overhead(model: nn.Module) -> float:
-    """Overhead of a model that already holds compensation (params in compensators / others)."""
-    extra = sum(p.numel() for p in compensation_parameters(model))
-    return extra / max(1, count_parameters(model))
-
-
 def freeze_except(model: nn.Module, params: Iterable[nn.Parameter]) -> None:
     """Set ``requires_grad`` False on every parameter of ``model`` except ``params``."""
     keep = {id(p) for p in params}
@@ -464,4 +384,4 @@ def freeze_except(model: nn.Module, params: Iterable[nn.Parameter]) -> None:
         p.requires_grad_(id(p) in keep)
 
 
-__all__ += ["model_overhead", "freeze_except"]
+__all__ += ["freeze_except"]
