@@ -63,15 +63,27 @@ def test_tiny_end_to_end_report(tiny_run):
     for key in ("model", "dataset", "sigma", "samples", "clean_accuracy", "variants", "stages"):
         assert key in report
     assert report["samples"] == 3 and report["sigma"] == 0.5
-    assert set(report["variants"]) == {"plain", "lipschitz", "variation_aware", "correctnet"}
+    assert set(report["variants"]) == {"plain", "lipschitz", "variation_aware", "correctnet",
+                                       "variation_aware_compensated", "digital_baseline",
+                                       "digital_baseline_plain"}
+    assert report["seeds"] == 2
     for v in report["variants"].values():
         assert 0.0 <= v["mean"] <= 1.0 and 0.0 <= v["std"] <= 1.0 and 0.0 <= v["clean"] <= 1.0
+        assert len(v["seed_means"]) == 2
+        assert v["mean"] == pytest.approx(sum(v["seed_means"]) / 2)
     cn = report["variants"]["correctnet"]
     assert 0.0 <= cn["overhead"] < 0.03 and cn["compensated_layers"] == len(cn["plan"])
+    assert cn["base"] == "lipschitz"
+    assert report["variants"]["variation_aware_compensated"]["base"] == "variation_aware"
+    dig = report["variants"]["digital_baseline"]
+    assert dig["base"] == "lipschitz" and dig["overhead"] <= cn["overhead"] + 1e-12
+    assert {"lipschitz_vs_plain", "correctnet_vs_base", "correctnet_vs_digital_baseline"} <= set(
+        report["comparisons"])
+    assert report["comparisons"]["lipschitz_vs_plain"]["over"] == "seeds"
     assert set(report["stages"]) == set(STAGES)
     assert all(s >= 0 for s in report["stages"].values())
     md = (out / "report.md").read_text()
-    assert "CorrectNet mean" in md and "lenet5" in md
+    assert "CorrectNet (paper" in md and "lenet5" in md and "Paired comparisons" in md
     for fig in report["figures"].values():
         assert (out / fig).stat().st_size > 1000
     plans = json.loads((out / "plans.json").read_text())
@@ -102,7 +114,7 @@ def test_cli_rerun_reports_and_refuses_other_arguments(tiny_run, capsys):
     out = str(tiny_run["out"])
     assert main(["reproduce", "--preset", "tiny", "--out", out, "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "done earlier" in text and "CorrectNet mean" in text
+    assert "done earlier" in text and "CorrectNet (paper" in text
     assert main(["reproduce", "--preset", "tiny", "--sigma", "0.3", "--out", out]) == 2
     err = capsys.readouterr().err
     assert "sigma" in err and "other arguments" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from correctnet.commands.argtypes import nonneg_float, nonneg_int, variant_name
+from correctnet.commands.argtypes import nonneg_float, nonneg_int, positive_int, variant_name
 
 EPILOG = """\
 examples:
@@ -13,10 +13,12 @@ examples:
   correctnet reproduce --model vgg16 --dataset cifar10 --data-dir D --preset paper \\
       --device cuda --out runs/vgg16-c10
   correctnet reproduce --preset quick --out runs/quick          # again: resumes / reports
-  correctnet reproduce --preset quick --base lipschitz --out runs/quick-lip   # paper's base
+  correctnet reproduce --preset quick --seeds 5 --out runs/quick-5seeds     # 5 training seeds
 
 Stages: train_plain, train_lipschitz, train_variation_aware, evaluate_baselines, candidates,
-search, train_compensation, evaluate_correctnet, sweeps, report. Each stage's result is saved
+search and search_variation_aware_compensated, train_compensation and
+train_compensation_variation_aware_compensated, evaluate_correctnet and
+evaluate_variation_aware_compensated, digital_baseline, sweeps, report. Each stage's result is saved
 in OUT/stages/ when it finishes; an interrupted run resumes at the first unfinished stage.
 OUT/config.json records the arguments: rerunning with other ones is refused (--workers,
 --scheduler, --threads and --no-progress do not change results and are not recorded).
@@ -53,8 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "times faster single-threaded; 0 keeps torch's default)")
     p.add_argument("--base", type=variant_name, choices=("lipschitz", "plain", "variation_aware"),
                    default=None,
-                   help="network CorrectNet compensates (default: the preset's; quick uses "
-                        "variation_aware, paper uses lipschitz as in the paper)")
+                   help="network CorrectNet compensates (default: the preset's, lipschitz "
+                        "as in the paper; the variation-aware network is compensated too, as "
+                        "its own report row)")
+    p.add_argument("--seeds", type=positive_int, default=None,
+                   help="training seeds per network (default: the preset's; quick uses 3); "
+                        "the report pools them and pairs its comparisons by seed")
+    p.add_argument("--plan-choice", choices=("accuracy", "reward"), default=None,
+                   help="final plan among the limits' solutions: the most accurate (the "
+                        "paper's, default) or the best search reward")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     from correctnet.commands.argtypes import add_dask_arguments
 
@@ -77,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     preset = get_preset(args.preset)
-    if args.base is not None:
-        preset = dataclasses.replace(preset, base=args.base)
+    overrides = {"base": args.base, "seeds": args.seeds, "plan_choice": args.plan_choice}
+    preset = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
     from correctnet.distributed import compute_threads, dask_client
 
     workers = getattr(args, "workers", None)

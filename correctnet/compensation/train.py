@@ -64,6 +64,9 @@ class CompensationConfig:
     """Seed of everything random in training: the compensators' initial weights, the
     variation drawn for every batch, and (for a loader with a ``torch.Generator``) the
     shuffling of every epoch, each from :func:`correctnet.seeding.derive_seed` of it."""
+    data_seed: int | None = None
+    """Seed of the shuffling alone (None: ``seed``). The search gives every plan the same one,
+    so all plans see the training images in the same order."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -139,7 +142,7 @@ def train_compensation(
     Returns:
         ``(analog, history)``: the crossbar network holding the trained compensators, switched
         back to the numba backend (call :func:`mapping.program` / ``run_monte_carlo`` on it),
-        and ``{"loss": [per epoch], "seconds": float}``.
+        and ``{"loss": [per epoch], "seconds": float, "plan", "steps": optimizer steps}``.
 
     Raises:
         TrainingError: a batch loss is NaN or infinite (training stops at once).
@@ -154,7 +157,7 @@ def train_compensation(
     params = compensation_parameters(comp)
     freeze_except(comp, params)
     analog = convert_to_crossbar(comp, xbar_config, inplace=True)
-    history: dict = {"loss": [], "seconds": 0.0, "plan": plan}
+    history: dict = {"loss": [], "seconds": 0.0, "plan": plan, "steps": 0}
     t0 = time.perf_counter()
     params = compensation_parameters(analog)
     if params:
@@ -167,7 +170,8 @@ def train_compensation(
         shuffle = getattr(train_data, "generator", None)
         for epoch in range(config.epochs):
             if isinstance(shuffle, torch.Generator):
-                shuffle.manual_seed(derive_seed(config.seed, "shuffle", epoch))
+                data_seed = config.seed if config.data_seed is None else config.data_seed
+                shuffle.manual_seed(derive_seed(data_seed, "shuffle", epoch))
             total = batches = 0.0
             bar = tqdm(train_data, desc=f"compensation {epoch + 1}/{config.epochs}",
                        leave=False, disable=None if progress else True)
@@ -186,6 +190,7 @@ def train_compensation(
                 opt.step()
                 total += float(loss.detach())
                 batches += 1
+                history["steps"] += 1
             history["loss"].append(total / max(batches, 1))
         for parent, child, module in swapped:
             setattr(parent, child, module)

@@ -46,7 +46,7 @@ class PlanEvaluator:
     """``plan -> (mean, std)``: train a plan's compensation briefly, then its Monte-Carlo.
 
     Training: ``preset.search_epochs`` epochs on the first ``preset.search_train_limit``
-    training images (shuffled, loader seed ``preset.seed + 1``) under ``sigma``. Evaluation:
+    training images (shuffled in the same order for every plan) under ``sigma``. Evaluation:
     ``preset.search_samples`` device samples (1 if ``sigma == 0``) on the first
     ``preset.search_test_limit`` test images, seed ``preset.seed``; accuracies are fractions.
     """
@@ -109,9 +109,10 @@ class PlanEvaluator:
         train = make_loader(_split(self.dataset, "train", self.data_dir,
                                    p["search_train_limit"]),
                             p["batch_size"], shuffle=True, seed=p["seed"] + 1)
-        config = dataclasses.replace(
+        config = dataclasses.replace(   # own initialisation, the same data order for all plans
             CompensationConfig(epochs=p["search_epochs"], lr=p["comp_lr"]),
-            seed=derive_seed(p["seed"], "search", PlanCache.key(plan)))
+            seed=derive_seed(p["seed"], "search", PlanCache.key(plan)),
+            data_seed=derive_seed(p["seed"], "search", "data"))
         hardware = XbarConfig.rram_lognormal(float(self.sigma), n_rows=p["tile"],
                                              n_cols=p["tile"])   # ideal DAC/ADC
         analog, _ = train_compensation(base, plan, train, hardware, config, device=self.device,

@@ -20,7 +20,27 @@ from correctnet.errors import UsageError
 from correctnet.study.presets import Preset
 from correctnet.study.runstore import RunStore
 
-__all__ = ["StudyContext"]
+__all__ = ["StudyContext", "COMPENSATED", "compensated_base"]
+
+#: The compensated networks of the study, by report name.
+COMPENSATED: tuple[str, ...] = ("correctnet", "variation_aware_compensated")
+
+
+def compensated_base(preset: Preset, name: str) -> str:
+    """The network a compensated variant is built on.
+
+    ``"correctnet"``: ``preset.base`` (the paper's pipeline: ``"lipschitz"``);
+    ``"variation_aware_compensated"``: ``"variation_aware"``.
+    """
+    if name == "correctnet":
+        return preset.base
+    if name == "variation_aware_compensated":
+        return "variation_aware"
+    raise UsageError(f"unknown compensated network {name!r}; valid: {', '.join(COMPENSATED)}")
+
+
+def _seed_suffix(seed_index: int) -> str:
+    return "" if seed_index == 0 else f"_seed{seed_index}"
 
 
 class StudyContext:
@@ -88,24 +108,44 @@ class StudyContext:
         return make_loader(ds, self.preset.eval_batch)
 
     # ------------------------------------------------------------------ networks
-    def checkpoint(self, variant: str) -> Path:
-        """Checkpoint file of a trained network."""
-        return self.store.path(f"{variant}.pt")
+    @property
+    def seeds(self) -> range:
+        """Training-seed indices ``0 .. preset.seeds - 1`` (index 0 is the preset's seed)."""
+        return range(self.preset.seeds)
 
-    def network(self, variant: str) -> nn.Module:
-        """Load a trained network (float, eval mode)."""
+    def checkpoint(self, variant: str, seed_index: int = 0) -> Path:
+        """Checkpoint file of a trained network (``<variant>.pt``, ``<variant>_seed<k>.pt``)."""
+        return self.store.path(f"{variant}{_seed_suffix(seed_index)}.pt")
+
+    def network(self, variant: str, seed_index: int = 0) -> nn.Module:
+        """Load a trained network (float, eval mode) of one training seed."""
         from correctnet.workloads.checkpoint import load_checkpoint
 
-        model, _ = load_checkpoint(self.checkpoint(variant), expect_model=self.model_name)
+        model, _ = load_checkpoint(self.checkpoint(variant, seed_index),
+                                   expect_model=self.model_name)
+        return model.eval()
+
+    def compensated_file(self, name: str, seed_index: int = 0) -> Path:
+        """File of a compensated network (``correctnet.pt``, ``correctnet_seed1.pt``, ...)."""
+        return self.store.path(f"{name}{_seed_suffix(seed_index)}.pt")
+
+    def compensated_network(self, name: str = "correctnet", seed_index: int = 0) -> nn.Module:
+        """A compensated float network (its base network of that seed + trained compensators).
+
+        Args:
+            name: ``"correctnet"`` (base: ``preset.base``) or ``"variation_aware_compensated"``.
+            seed_index: Training seed index.
+        """
+        from correctnet.compensation.train import load_compensation
+
+        model, _ = load_compensation(self.compensated_file(name, seed_index),
+                                     self.network(compensated_base(self.preset, name),
+                                                  seed_index))
         return model.eval()
 
     def correctnet_network(self) -> nn.Module:
-        """The compensated float network (base + trained compensators)."""
-        from correctnet.compensation.train import load_compensation
-
-        model, _ = load_compensation(self.store.path("correctnet.pt"),
-                                     self.network(self.preset.base))
-        return model.eval()
+        """CorrectNet of the first training seed (base + trained compensators)."""
+        return self.compensated_network("correctnet", 0)
 
     # ------------------------------------------------------------------ evaluation
     def crossbar(self, sigma: float, tile: int | None = None, *, bits: int | None = None,

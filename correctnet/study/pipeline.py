@@ -2,21 +2,27 @@
 
 Stages (in order; each stores its result in ``RUN/stages/<name>.json`` when done):
 
-1. ``train_plain``, ``train_lipschitz``, ``train_variation_aware``: the three networks
-   (:func:`correctnet.training.train.train_model`, checkpoint per epoch, so an interrupted
-   training resumes at its last epoch).
+1. ``train_plain``, ``train_lipschitz``, ``train_variation_aware``: the three networks, once
+   per training seed (``preset.seeds``; :func:`correctnet.training.train.train_model`,
+   checkpoint per epoch, so an interrupted training resumes at its last epoch).
 2. ``evaluate_baselines``: clean accuracy and Monte-Carlo accuracy (``preset.samples`` samples
-   on the test set) of the three networks under ``sigma``.
-3. ``candidates``: variation in layers ``i..L`` for decreasing ``i`` (Fig. 9), for the base
-   network (Lipschitz) and the plain one; candidates of the base network.
-4. ``search``: exhaustive search where the action space is small, then REINFORCE for each
-   overhead limit; every plan evaluation (train compensation briefly + Monte-Carlo on a
-   subset) is cached in ``RUN/plans.json``.
-5. ``train_compensation``: the best plan trained with ``preset.final_epochs`` on the whole
-   training set (``RUN/correctnet.pt``).
-6. ``evaluate_correctnet``: clean and Monte-Carlo accuracy of the compensated network.
-7. ``sweeps``: accuracy vs sigma for every network, sigma x tile size for CorrectNet.
-8. ``report``: the PNG figures; once it has finished, the pipeline writes ``RUN/report.json``
+   on the test set, the same device samples for every network and seed) under ``sigma``.
+3. ``candidates``: variation in layers ``i..L`` for decreasing ``i`` (Fig. 9) for every
+   network; candidates of each compensated network's base.
+4. ``search``, ``search_variation_aware_compensated``: exhaustive search where the action
+   space is small, then REINFORCE for each overhead limit, on CorrectNet's base
+   (``preset.base``, the Lipschitz network) and on the variation-aware network; every plan
+   evaluation (train compensation briefly + Monte-Carlo on a subset) is cached in
+   ``RUN/plans.json`` / ``RUN/plans_variation_aware_compensated.json``; the final plan is
+   the most accurate of the limits' solutions (``preset.plan_choice``).
+5. ``train_compensation``, ``train_compensation_variation_aware_compensated``: the chosen plan
+   trained with ``preset.final_epochs`` on every seed's base network (``RUN/correctnet.pt``,
+   ``RUN/correctnet_seed1.pt``, ...).
+6. ``evaluate_correctnet``, ``evaluate_variation_aware_compensated``: clean and Monte-Carlo
+   accuracy of the compensated networks.
+7. ``digital_baseline``: the same weight budgets spent on keeping layers digital instead.
+8. ``sweeps``: accuracy vs sigma for every network, sigma x tile size for CorrectNet.
+9. ``report``: the PNG figures; once it has finished, the pipeline writes ``RUN/report.json``
    and ``RUN/report.md`` (with every stage's time, this one's included), once.
 
 The stages are one explicit, ordered list (:data:`STAGE_LIST`) of functions of
@@ -41,8 +47,9 @@ from dataclasses import dataclass
 
 from correctnet.compensation.plan import format_plan
 from correctnet.seeding import derive_seed, isolated_rng
-from correctnet.study import stages
-from correctnet.study.context import StudyContext
+from correctnet.study import compensation_stages, stages
+from correctnet.study.context import COMPENSATED, StudyContext
+from correctnet.study.digital_stage import digital_baseline
 from correctnet.study.report import write_report
 
 __all__ = ["STAGES", "STAGE_LIST", "Stage", "Pipeline"]
@@ -89,9 +96,16 @@ def _summary_train_compensation(result: dict) -> str:
     return f"plan {format_plan(result['plan'])}, overhead {result['overhead']:.2%}"
 
 
-def _summary_evaluate_correctnet(result: dict) -> str:
-    """``CorrectNet 84.90% +- 0.82%``."""
-    return f"CorrectNet {result['mean']:.2%} +- {result['std']:.2%}"
+def _summary_evaluate_compensated(result: dict) -> str:
+    """``84.90% +- 0.82% (base lipschitz)``."""
+    return f"{result['mean']:.2%} +- {result['std']:.2%} (base {result.get('base', '?')})"
+
+
+def _summary_digital(result: dict) -> str:
+    """The digital-layer baseline at CorrectNet's overhead."""
+    d = result["correctnet"]
+    return (f"layers {d['layers'] or '-'} kept digital ({d['overhead']:.2%}): "
+            f"{d['mean']:.2%} +- {d['std']:.2%}")
 
 
 def _summary_done(result: dict) -> str:
@@ -110,10 +124,14 @@ STAGE_LIST: tuple[Stage, ...] = (
     Stage("train_lipschitz", stages.train_lipschitz, _summary_train),
     Stage("train_variation_aware", stages.train_variation_aware, _summary_train),
     Stage("evaluate_baselines", stages.evaluate_baselines, _summary_evaluate_baselines),
-    Stage("candidates", stages.candidates, _summary_candidates),
-    Stage("search", stages.search, _summary_search),
-    Stage("train_compensation", stages.train_compensation, _summary_train_compensation),
-    Stage("evaluate_correctnet", stages.evaluate_correctnet, _summary_evaluate_correctnet),
+    Stage("candidates", compensation_stages.candidates, _summary_candidates),
+    *(Stage(compensation_stages.stage_names(name)[step],
+            compensation_stages.stage_functions(name)[step], summary)
+      for step, summary in (("search", _summary_search),
+                            ("train", _summary_train_compensation),
+                            ("evaluate", _summary_evaluate_compensated))
+      for name in COMPENSATED),
+    Stage("digital_baseline", digital_baseline, _summary_digital),
     Stage("sweeps", stages.sweeps, _summary_done),
     Stage("report", stages.report, _summary_report),
 )

@@ -93,6 +93,13 @@ class Preset:
     """Tile sizes of the sigma x tile-size map."""
     seed: int = 0
     """Seed of training, search and Monte-Carlo."""
+    seeds: int = 1
+    """Training seeds per network (``seed``, ``seed + 1``, ...); every network is evaluated on
+    the same device samples, and the report pools them and pairs its comparisons by seed.
+    The placement search runs on the first seed's networks; its plan is trained on each."""
+    plan_choice: str = "accuracy"
+    """Final plan among the searches' solutions for the overhead limits: ``"accuracy"`` (the
+    best mean accuracy, as the paper) or ``"reward"`` (the best search reward)."""
     line_resistance: float = 0.0
     """Ohm per word/bit-line segment of the sigma x tile-size map (0: ideal wires; > 0: every
     tile solved with IR drop, so larger tiles lose accuracy)."""
@@ -105,7 +112,7 @@ class Preset:
 
         for field in ("epochs", "lipschitz_epochs", "va_epochs", "batch_size", "samples",
                       "eval_batch", "tile", "candidate_samples", "search_episodes",
-                      "search_episodes_per_batch",
+                      "search_episodes_per_batch", "seeds",
                       "search_epochs", "search_samples", "final_epochs", "sweep_samples"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
@@ -143,6 +150,8 @@ class Preset:
         if self.cost_preset not in COST_PRESETS:
             raise bad("cost_preset", self.cost_preset,
                       f"one of {', '.join(sorted(COST_PRESETS))}")
+        if self.plan_choice not in ("accuracy", "reward"):
+            raise bad("plan_choice", self.plan_choice, '"accuracy" or "reward"')
         if self.exhaustive_max_plans < 0:
             raise bad("exhaustive_max_plans", self.exhaustive_max_plans, ">= 0")
 
@@ -161,17 +170,18 @@ class Preset:
     def from_dict(cls, d: dict) -> Preset:
         """Inverse of :meth:`to_dict`."""
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
+        return cls(**{**_LATER_FIELDS, **kw})   # a field an older run lacks: its old value
 
 
 #: Fields added after run folders were stored, with their defaults (the values older
 #: runs used); omitted from :meth:`Preset.to_dict` while at them.
 _LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaac-32nm",
-                                    "search_episodes_per_batch": 1}
+                                    "search_episodes_per_batch": 1, "seeds": 1,
+                                    "plan_choice": "reward"}
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
-        name="quick", epochs=3, lipschitz_epochs=3, va_epochs=5, base="variation_aware",
+        name="quick", epochs=3, lipschitz_epochs=3, va_epochs=5, seeds=3,
         candidate_samples=10, candidate_test_limit=1000, ratios=(0.0, 1.0, 2.0),
         search_episodes=8, exhaustive_max_plans=18, search_epochs=1, search_train_limit=4000,
         search_samples=10, search_test_limit=1000, final_epochs=2, final_train_limit=30000,
@@ -186,7 +196,7 @@ PRESETS: dict[str, Preset] = {
         sweep_samples=30, sweep_test_limit=None, eval_batch=500,
     ),
     "tiny": Preset(
-        name="tiny", epochs=1, lipschitz_epochs=1, va_epochs=1, train_limit=512, samples=3,
+        name="tiny", epochs=1, lipschitz_epochs=1, va_epochs=1, train_limit=512, samples=3, seeds=2,
         test_limit=200, eval_batch=200, candidate_samples=2, candidate_test_limit=100,
         ratios=(0.0, 1.0), search_episodes=3, exhaustive_max_plans=4, search_train_limit=128,
         search_samples=2, search_test_limit=100, final_epochs=1, final_train_limit=512,

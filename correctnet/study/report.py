@@ -15,10 +15,12 @@ Accuracies and overhead are fractions.
 
 from __future__ import annotations
 
-from correctnet.compensation.plan import format_plan
 from correctnet.fileio import write_json, write_text
 from correctnet.study import figures
-from correctnet.study.context import StudyContext
+from correctnet.study.compensation_stages import stage_names
+from correctnet.study.context import COMPENSATED, StudyContext, compensated_base
+from correctnet.study.report_markdown import markdown, markdown_table
+from correctnet.study.seed_stats import paired_difference
 from correctnet.training.diagnostics import layer_diagnostics
 from correctnet.training.lipschitz import lipschitz_lambda
 
@@ -93,172 +95,114 @@ def layers_section(ctx: StudyContext, variant: str) -> dict:
             for name, d in diag.items()}
 
 
-def layers_markdown(report: dict) -> list[str]:
-    """The per-layer table: largest singular value (and conv operator norm) per variant."""
-    variants = {v: r["layers"] for v, r in report["variants"].items() if r.get("layers")}
-    if not variants:
-        return []
-    names = list(next(iter(variants.values())))
-    lines = [f"## Spectral norms per layer (lambda = {report['lambda']:.4f}, eq. 10)", "",
-             "largest singular value of the weight matrix / the convolution's operator norm;"
-             " * = within 10 % of lambda", "",
-             "| layer | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
-    for name in names:
-        cells = []
-        for layers in variants.values():
-            d = layers[name]
-            op = "" if d["operator_norm"] is None else f" / {d['operator_norm']:.3f}"
-            cells.append(f"{d['sigma_max']:.3f}{op}{' *' if d['binds'] else ''}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+def _entry(r: dict) -> dict:
+    """A variant's report entry from its stage result (pooled over seeds)."""
+    keys = ("mean", "std", "clean", "seed_means", "seed_std", "seed_clean")
+    return {k: r[k] for k in keys if k in r}
 
 
-def cost_markdown(cost: dict, base: str) -> list[str]:
-    """The report's hardware-cost table (per image) as markdown lines."""
-    def row(name: str, part: dict, macs: int) -> str:
-        return (f"| {name} | {part['energy_j']:.3e} | {part['latency_s']:.3e} "
-                f"| {part['area_mm2']:.4f} | {macs:,} |")
+def _search_summary(search: dict) -> dict:
+    return {"best": search["best"], "best_by_reward": search.get("best_by_reward"),
+            "plan_choice": search.get("plan_choice", "reward"),
+            "evaluations": search["evaluations"], "layers": search["layers"],
+            "actions": search["actions"], "plan_training": search.get("plan_training"),
+            "per_limit": {k: {"plan": r["best_plan"], "mean": r["best_mean"],
+                              "std": r["best_std"], "overhead": r["best_overhead"],
+                              "reward": r["best_reward"],
+                              "optimum_reward": ((search["exhaustive"] or {}).get(k)
+                                                 or {}).get("best_reward")}
+                          for k, r in search["limits"].items()},
+            "exhaustive": search["exhaustive"]}
 
-    o = cost["overhead"]
-    wires = (f", wires {cost['line_resistance']:g} ohm/segment"
-             if cost.get("line_resistance") else "")
-    return [
-        f"## Hardware cost per image (constants `{cost['preset']}`, tiles "
-        f"{cost['tile']}x{cost['tile']}{wires})",
-        "",
-        "| part | energy (J/image) | latency (s/image) | area (mm^2) | digital MACs |",
-        "|---|---|---|---|---|",
-        row(f"analog network ({base} on crossbars)", cost["network"],
-            cost["network"]["digital_macs"]),
-        row("CorrectNet compensators (digital path)", cost["compensators"],
-            cost["compensators"]["macs"]),
-        row("CorrectNet (network + compensators)", cost["correctnet"],
-            cost["correctnet"]["digital_macs"]),
-        f"| compensation overhead % | {_pct(o['energy_j'])} | {_pct(o['latency_s'])} "
-        f"| {_pct(o['area_mm2'])} | weights {_pct(cost['weights_overhead'])} |",
-        "",
-        f"Constants: {cost['source']}",
-    ]
+
+#: Paired comparisons of the report: ``name: (variant A, variant B)``, difference A - B.
+COMPARISONS: dict[str, tuple[str, str]] = {
+    "lipschitz_vs_plain": ("lipschitz", "plain"),
+    "correctnet_vs_base": ("correctnet", "@base"),
+    "correctnet_vs_digital_baseline": ("correctnet", "digital_baseline"),
+    "correctnet_vs_digital_baseline_plain": ("correctnet", "digital_baseline_plain"),
+    "variation_aware_compensated_vs_variation_aware": ("variation_aware_compensated",
+                                                       "variation_aware"),
+}
+
+
+def comparisons(per_seed: dict[str, list], base: str) -> dict:
+    """:data:`COMPARISONS` as paired differences (:func:`paired_difference`) of the rows.
+
+    Args:
+        per_seed: ``{variant: [[accuracy per device sample] per seed]}``.
+        base: CorrectNet's base network (``"@base"`` above).
+    """
+    out = {}
+    for name, (a, b) in COMPARISONS.items():
+        b = base if b == "@base" else b
+        if a in per_seed and b in per_seed:
+            out[name] = {"a": a, "b": b, **paired_difference(per_seed[a], per_seed[b])}
+    return out
 
 
 def build_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> dict:
     """Assemble report.json's content (all but ``figures``) from the finished stages."""
     store, p = ctx.store, ctx.preset
     base = store.result("evaluate_baselines")["variants"]
-    cn = store.result("evaluate_correctnet")
-    search = store.result("search")
-    variants = {v: {"mean": r["mean"], "std": r["std"], "clean": r["clean"]}
-                for v, r in base.items()}
-    for v in variants:
+    variants = {v: _entry(r) for v, r in base.items()}
+    per_seed = {v: r.get("seed_accuracies", [r.get("accuracies", [])]) for v, r in base.items()}
+    for v in base:
         variants[v]["layers"] = layers_section(ctx, v)
-    variants["correctnet"] = {"mean": cn["mean"], "std": cn["std"], "clean": cn["clean"],
-                              "overhead": cn["overhead"],
-                              "compensated_layers": cn["compensated_layers"],
-                              "plan": cn["plan"], "base": p.base}
-    return {
+    for name in COMPENSATED:
+        r = store.result(stage_names(name)["evaluate"])
+        variants[name] = {**_entry(r), "overhead": r["overhead"],
+                          "compensated_layers": r["compensated_layers"], "plan": r["plan"],
+                          "base": compensated_base(p, name)}
+        per_seed[name] = r["seed_accuracies"]
+    digital = store.result("digital_baseline")
+    for key, row in (("digital_baseline", "correctnet"), ("digital_baseline_plain", "plain")):
+        d = digital[row]
+        variants[key] = {**_entry(d), "overhead": d["overhead"], "layers": d["layers"],
+                         "base": d["base"], "clean": variants[d["base"]]["clean"]}
+        per_seed[key] = d["seed_accuracies"]
+    report = {
         "model": ctx.model_name, "dataset": ctx.dataset, "sigma": ctx.sigma,
-        "samples": p.samples,
+        "samples": p.samples, "seeds": p.seeds,
         "test_images": len(ctx.dataset_split("test", p.test_limit)),
         "clean_accuracy": base["plain"]["clean"],
         "variants": variants,
+        "comparisons": comparisons(per_seed, p.base),
         "stages": dict(stage_seconds),
         "candidates": store.result("candidates")["candidates"],
         "candidates_fallback": store.result("candidates").get("fallback", False),
-        "search": {"best": search["best"], "evaluations": search["evaluations"],
-                   "layers": search["layers"], "actions": search["actions"],
-                   "per_limit": {k: {"plan": r["best_plan"], "mean": r["best_mean"],
-                                     "std": r["best_std"], "overhead": r["best_overhead"],
-                                     "reward": r["best_reward"],
-                                     "optimum_reward": ((search["exhaustive"] or {}).get(k)
-                                                        or {}).get("best_reward")}
-                                 for k, r in search["limits"].items()},
-                   "exhaustive": search["exhaustive"]},
+        "search": _search_summary(store.result("search")),
+        "searches": {name: _search_summary(store.result(stage_names(name)["search"]))
+                     for name in COMPENSATED},
+        "digital_per_limit": digital["per_limit"],
         "preset": p.to_dict(),
         "cost": cost_section(ctx),
         "lambda": lipschitz_lambda(ctx.sigma),
     }
+    report["targets"] = targets(report)
+    return report
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
+def targets(report: dict) -> dict:
+    """The issue's targets, measured: what this run reached, stated plainly.
 
-
-def markdown_table(report: dict) -> str:
-    """Table I of the paper for one network/dataset, accuracies in percent."""
-    v = report["variants"]
-    cn = v["correctnet"]
-    head = ("| network | dataset | clean acc. | unregularized mean | std | Lipschitz only mean "
-            "| std | variation-aware mean | std | CorrectNet mean | std | overhead % "
-            "| compensated layers |")
-    sep = "|" + "---|" * 13
-    row = (f"| {report['model']} | {report['dataset']} | {_pct(report['clean_accuracy'])} "
-           f"| {_pct(v['plain']['mean'])} | {_pct(v['plain']['std'])} "
-           f"| {_pct(v['lipschitz']['mean'])} | {_pct(v['lipschitz']['std'])} "
-           f"| {_pct(v['variation_aware']['mean'])} | {_pct(v['variation_aware']['std'])} "
-           f"| {_pct(cn['mean'])} | {_pct(cn['std'])} | {_pct(cn['overhead'])} "
-           f"| {cn['compensated_layers']} |")
-    return "\n".join([head, sep, row])
-
-
-def _fallback_note(report: dict) -> str:
-    if report.get("candidates_fallback"):
-        return " (fallback: no tail fell below 95 % of clean, so every layer)"
-    return ""
-
-
-def _markdown(report: dict) -> str:
-    v = report["variants"]
-    lines = [
-        f"# CorrectNet reproduction: {report['model']} on {report['dataset']}, "
-        f"sigma = {report['sigma']:g}",
-        "",
-        f"Monte-Carlo: {report['samples']} device samples (weight-level lognormal variation "
-        f"w = w0 exp(theta), theta ~ N(0, sigma^2)) on {report['test_images']} test images. "
-        "Accuracies in percent (mean and standard deviation over samples).",
-        "",
-        markdown_table(report),
-        "",
-        "Clean (variation-free) accuracy of each network:",
-        "",
-        "| network | clean % | under variation % (mean +- std) |",
-        "|---|---|---|",
-    ]
-    for name in ("plain", "lipschitz", "variation_aware", "correctnet"):
-        r = v[name]
-        lines.append(f"| {name} | {_pct(r['clean'])} | {_pct(r['mean'])} +- {_pct(r['std'])} |")
-    cn = v["correctnet"]
-    lines += [
-        "",
-        f"CorrectNet = the {cn['base']} network + digital compensators, plan "
-        f"`{format_plan(cn['plan'])}` (overhead {_pct(cn['overhead'])} % of the network's "
-        "weights).",
-        f"Candidate layers{_fallback_note(report)}: "
-        f"{', '.join(report['candidates']) or 'none'}; "
-        f"{report['search']['evaluations']} plans trained during the search.",
-        "",
-        "Best plan found by RL per overhead limit (search-time estimates on a test subset; "
-        "reward = mean - std - overhead; optimum = exhaustive search, where it ran):",
-        "",
-        "| limit % | RL plan | mean % | std % | overhead % | reward | optimum reward |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for k, r in report["search"]["per_limit"].items():
-        opt = r.get("optimum_reward")
-        lines.append(f"| {100 * float(k):g} | `{format_plan(r['plan'])}` | {_pct(r['mean'])} "
-                     f"| {_pct(r['std'])} | {_pct(r['overhead'])} | {r['reward']:.4f} "
-                     f"| {'-' if opt is None else f'{opt:.4f}'} |")
-    if report.get("cost"):              # report.json of runs before the cost section lack it
-        lines += [""] + cost_markdown(report["cost"], cn["base"])
-    if "lambda" in report:              # nor the per-layer spectral norms
-        lines += [""] + layers_markdown(report)
-    lines += ["", "## Figures", ""]
-    for title, fname in report.get("figures", {}).items():
-        lines.append(f"![{title}]({fname})")
-    lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
-    for name, sec in report["stages"].items():
-        lines.append(f"| {name} | {sec:.1f} |")
-    lines.append(f"| total | {sum(report['stages'].values()):.1f} |")
-    return "\n".join(lines) + "\n"
+    Returns:
+        ``{"lipschitz_binds_every_layer", "lipschitz_clean_gap", "correctnet_clean_fraction",
+        "correctnet_overhead", "correctnet_minus_digital_baseline",
+        "correctnet_minus_digital_baseline_plain"}`` (gaps and differences as fractions).
+    """
+    v, c = report["variants"], report["comparisons"]
+    lip = v["lipschitz"].get("layers") or {}
+    return {
+        "lipschitz_binds_every_layer": bool(lip) and all(d["binds"] for d in lip.values()),
+        "lipschitz_clean_gap": v["plain"]["clean"] - v["lipschitz"]["clean"],
+        "correctnet_clean_fraction": v["correctnet"]["clean"] / v["plain"]["clean"],
+        "correctnet_overhead": v["correctnet"]["overhead"],
+        "correctnet_minus_digital_baseline":
+            c.get("correctnet_vs_digital_baseline", {}).get("mean"),
+        "correctnet_minus_digital_baseline_plain":
+            c.get("correctnet_vs_digital_baseline_plain", {}).get("mean"),
+    }
 
 
 def draw_figures(ctx: StudyContext) -> dict[str, str]:
@@ -276,9 +220,15 @@ def draw_figures(ctx: StudyContext) -> dict[str, str]:
             sw["sigma"], store.path("fig_sigma.png"), sigma=ctx.sigma).name,
         "variation in layers i..L (Fig. 9)": figures.plot_layers(
             cands["curves"], store.path("fig_layers.png")).name,
-        "explored placements (Fig. 10)": figures.plot_search(
-            search["explored"], store.path("fig_search.png"), limits=ctx.preset.limits,
-            best=search["best"]).name,
+        "explored placements (Fig. 10), squares: layers kept digital at equal cost":
+            figures.plot_search(
+                search["explored"], store.path("fig_search.png"), limits=ctx.preset.limits,
+                best=search["best"],
+                digital=list(store.result("digital_baseline")["per_limit"]
+                             .get(search.get("base", ctx.preset.base), {}).values())).name,
+        "spectra of the analog layers (plain vs Lipschitz)": figures.plot_spectra(
+            {v: layers_section(ctx, v) for v in ("plain", "lipschitz")},
+            store.path("fig_spectra.png"), lam=lipschitz_lambda(ctx.sigma)).name,
         "sigma x tile size, CorrectNet": figures.plot_tile_map(
             sw["tile_map"], store.path("fig_tile_map.png")).name,
     }
@@ -299,5 +249,5 @@ def write_report(ctx: StudyContext, figure_files: dict[str, str],
     report = build_report(ctx, stage_seconds)
     report["figures"] = dict(figure_files)
     write_json(ctx.store.path("report.json"), report)
-    write_text(ctx.store.path("report.md"), _markdown(report))
+    write_text(ctx.store.path("report.md"), markdown(report))
     return report
