@@ -51,10 +51,13 @@ def _train(pipe: Pipeline, variant: str) -> dict:
     info = pipe.info
     torch.manual_seed(p.seed)
     model = build_model(pipe.model_name, num_classes=info["num_classes"],
-                        in_channels=info["in_channels"], input_size=info["input_size"])
+                        in_channels=info["in_channels"], input_size=info["input_size"],
+                        width=p.width)
     meta = {"model": pipe.model_name, "dataset": pipe.dataset,
             "num_classes": info["num_classes"], "in_channels": info["in_channels"],
             "input_size": info["input_size"]}
+    if p.width != 1.0:
+        meta["width"] = p.width
     history = train_model(model, pipe.loader("train", p.train_limit, train=True, seed=p.seed),
                           None, cfg, checkpoint_path=pipe.checkpoint(variant), resume=True,
                           progress=pipe.progress, meta=meta, device=pipe.device)

@@ -97,6 +97,23 @@ class Preset:
     tile solved with IR drop, so larger tiles lose accuracy)."""
     cost_preset: str = "isaac-32nm"
     """:data:`mapping.COST_PRESETS` name of the report's energy / latency / area table."""
+    width: float = 1.0
+    """Channel multiplier of VGG16 (:data:`correctnet.models.VGG_WIDTHS`; ``reproduce
+    --width`` overrides it); LeNet-5 needs 1."""
+    va_warm_start: bool = False
+    """Start the variation-aware network from the trained plain network's weights (``train_plain``
+    first) instead of a fresh initialisation."""
+    va_lr: float | None = None
+    """Adam learning rate of variation-aware training (None: ``lr``)."""
+    va_sigma_ramp_epochs: float = 0.0
+    """Variation-aware training: sigma rises linearly from 0 to the study's sigma over this many
+    epochs (:attr:`correctnet.training.TrainConfig.sigma_ramp_epochs`; 0: no ramp)."""
+    va_bn_stats: str = "batch"
+    """Batch-norm statistics of variation-aware training: "batch" (torch's train mode),
+    "clean" or "noisy" (:attr:`correctnet.training.TrainConfig.bn_stats`)."""
+    random_search_plans: int | None = 0
+    """Trained plans per limit of the random-search baseline (:mod:`correctnet.random_search`):
+    0 = none; None = as many as the RL search evaluated for that limit (equal cost)."""
 
     def __post_init__(self) -> None:
         def bad(field: str, value, valid: str) -> UsageError:
@@ -115,10 +132,30 @@ class Preset:
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise bad(field, value, "None or an integer >= 1")
-        for field in ("lr", "comp_lr"):
+        for field in ("lr", "comp_lr", "va_lr"):
             value = getattr(self, field)
-            if not (math.isfinite(value) and value > 0):
-                raise bad(field, value, "a finite number > 0")
+            if field == "va_lr" and value is None:
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not (math.isfinite(value) and value > 0)):
+                raise bad(field, value, "a finite number > 0" + (" or None" * (field == "va_lr")))
+        from correctnet.models import VGG_WIDTHS
+
+        if (isinstance(self.width, bool) or not isinstance(self.width, (int, float))
+                or not any(math.isclose(self.width, w) for w in VGG_WIDTHS)):
+            raise bad("width", self.width, "one of 0.0625, 0.125, 0.25, 0.5, 1")
+        if not isinstance(self.va_warm_start, bool):
+            raise bad("va_warm_start", self.va_warm_start, "True or False")
+        if (isinstance(self.va_sigma_ramp_epochs, bool)
+                or not isinstance(self.va_sigma_ramp_epochs, (int, float))
+                or not (math.isfinite(self.va_sigma_ramp_epochs)
+                        and self.va_sigma_ramp_epochs >= 0)):
+            raise bad("va_sigma_ramp_epochs", self.va_sigma_ramp_epochs, "a finite number >= 0")
+        if self.va_bn_stats not in ("batch", "clean", "noisy"):
+            raise bad("va_bn_stats", self.va_bn_stats, '"batch", "clean" or "noisy"')
+        rs = self.random_search_plans
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, int) or rs < 0):
+            raise bad("random_search_plans", rs, "None or an integer >= 0")
         if not self.lipschitz_beta >= 0:
             raise bad("lipschitz_beta", self.lipschitz_beta, ">= 0")
         if self.base not in ("lipschitz", "plain", "variation_aware"):
@@ -166,7 +203,10 @@ class Preset:
 #: Fields added after run folders were stored, with their defaults (the values older
 #: runs used); omitted from :meth:`Preset.to_dict` while at them.
 _LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaac-32nm",
-                                    "search_episodes_per_batch": 1}
+                                    "search_episodes_per_batch": 1, "width": 1.0,
+                                    "va_warm_start": False, "va_lr": None,
+                                    "va_sigma_ramp_epochs": 0.0, "va_bn_stats": "batch",
+                                    "random_search_plans": 0}
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from correctnet.commands.argtypes import nonneg_float, nonneg_int
+from correctnet.commands.argtypes import nonneg_float, nonneg_int, positive_float
 
 EPILOG = """\
 examples:
@@ -14,6 +14,7 @@ examples:
       --device cuda --out runs/vgg16-c10
   correctnet reproduce --preset quick --out runs/quick          # again: resumes / reports
   correctnet reproduce --preset quick --base lipschitz --out runs/quick-lip   # paper's base
+  correctnet reproduce --model vgg16_bn --width 0.125 --preset deep --out runs/deep   # CPU
 
 Stages: train_plain, train_lipschitz, train_variation_aware, evaluate_baselines, candidates,
 search, train_compensation, evaluate_correctnet, sweeps, report. Each stage's result is saved
@@ -39,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "candidate layers, RL placement search, compensation, Monte-Carlo report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODEL_NAMES, default="lenet5", help="network (lenet5)")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="VGG16 channel multiplier 0.0625 ... 1 (default: the preset's; deep "
+                        "0.125, others 1)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion-mnist",
                    help="dataset (fashion-mnist)")
     p.add_argument("--sigma", type=nonneg_float, default=0.5,
@@ -78,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     if args.base is not None:
         preset = dataclasses.replace(preset, base=args.base)
+    from correctnet.models import check_width
+
+    width = check_width(args.model, preset.width if args.width is None else args.width)
+    if width != preset.width:
+        preset = dataclasses.replace(preset, width=width)
     from correctnet.distributed import compute_threads, dask_client
 
     workers = getattr(args, "workers", None)
