@@ -11,10 +11,11 @@ to ``lambda**L`` and cross-entropy can no longer be driven down. A scalar on the
 digital (it is never mapped onto a crossbar and never varied), restores the logit range without
 changing the arg-max, so it costs nothing on hardware and leaves the robustness argument intact.
 
-VGG16 is defined for 32x32 inputs (CIFAR style: five 2x2 max-pools to 1x1x512, then a small
-classifier 512-512-classes). Smaller inputs (28x28 Fashion-MNIST) are zero-padded
-symmetrically to 32x32 by a leading ``features.pad`` layer; larger inputs are reduced to 1x1 by
-an adaptive average pool after the last max-pool.
+VGG16 is defined for 32x32 inputs (CIFAR style: five 2x2 max-pools to 1x1x512, then a
+classifier 512-512-512-classes: 16 weight layers, 13 conv + 3 fully connected). Smaller
+inputs (28x28 Fashion-MNIST) are zero-padded symmetrically to 32x32 by a leading
+``features.pad`` layer; larger inputs are reduced to 1x1 by an adaptive average pool after the
+last max-pool.
 
 VGG16 takes a width multiplier ``w`` (:data:`VGG_WIDTHS`: 1/16, 1/8, 1/4, 1/2, 1): the 13
 convolutions have ``int(w * c)`` channels for ``c`` in (64, 64, 128, 128, 256, 256, 256,
@@ -25,14 +26,14 @@ the table), 10 classes, 1 input channel (Fashion-MNIST padded to 32x32), ``vgg16
 =====  ==========  ==============  ===========
 width  parameters  analog weights  MACs/image
 =====  ==========  ==============  ===========
-1/16       59,670          58,836    1,254,720
-1/8       236,290         234,632    4,944,512
-1/4       940,410         937,104   19,629,312
-1/2     3,752,170       3,745,568   78,219,776
-1      14,989,770      14,976,576  312,284,160
+1/16       60,726          59,860    1,255,744
+1/8       240,450         238,728    4,948,608
+1/4       956,922         953,488   19,645,696
+1/2     3,817,962       3,811,104   78,285,312
+1      15,252,426      15,238,720  312,546,304
 =====  ==========  ==============  ===========
 
-(without batch-norm: 59,142 / 235,234 / 938,298 / 3,747,946 / 14,981,322 parameters; the MACs
+(without batch-norm: 60,198 / 239,394 / 954,810 / 3,813,738 / 15,243,978 parameters; the MACs
 count convolutions and Linear layers only).
 """
 
@@ -164,11 +165,12 @@ def check_width(name: str, width: float) -> float:
 
 
 class VGG16(_Net):
-    """CIFAR-style VGG16 (13 conv 3x3 layers, 5 max-pools, classifier 512-512-classes).
+    """CIFAR-style VGG16: 13 conv 3x3 layers, 5 max-pools, classifier 512-512-512-classes.
 
     Inputs smaller than 32x32 are zero-padded to 32x32 (``features.pad``); larger ones are
     average-pooled to 1x1 after the last max-pool (``features.gap``). ``width`` scales every
-    layer: conv ``int(width * c)`` channels, hidden classifier ``int(512 * width)`` units.
+    layer: conv ``int(width * c)`` channels, hidden classifier layers ``int(512 * width)``
+    units. 16 weight layers (13 conv + fc1, fc2, fc3), as in the paper's VGG16.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
@@ -198,10 +200,13 @@ class VGG16(_Net):
             index += 1
         if input_size > 32:
             layers.append(("gap", nn.AdaptiveAvgPool2d(1)))
+        hidden = int(512 * width)
         classifier = nn.Sequential(OrderedDict([
-            ("fc1", nn.Linear(channels, int(512 * width))),
+            ("fc1", nn.Linear(channels, hidden)),
             ("relu1", nn.ReLU()),
-            ("fc2", nn.Linear(int(512 * width), num_classes)),
+            ("fc2", nn.Linear(hidden, hidden)),
+            ("relu2", nn.ReLU()),
+            ("fc3", nn.Linear(hidden, num_classes)),
         ]))
         super().__init__(nn.Sequential(OrderedDict(layers)), classifier,
                          output_scale or OutputScale())

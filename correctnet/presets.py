@@ -208,6 +208,11 @@ _LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaa
                                     "va_sigma_ramp_epochs": 0.0, "va_bn_stats": "batch",
                                     "random_search_plans": 0}
 
+#: Training epochs of the deep preset's plain and Lipschitz networks.
+DEEP_EPOCHS = 6
+#: Batch-norm statistics of variation-aware training in the deep and paper presets.
+DEEP_BN_STATS = "clean"
+
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick", epochs=3, lipschitz_epochs=3, va_epochs=5, base="variation_aware",
@@ -217,12 +222,24 @@ PRESETS: dict[str, Preset] = {
         sweep_sigmas=(0.0, 0.2, 0.4, 0.5, 0.6), sweep_samples=8, sweep_test_limit=500,
         tile_sizes=(32, 64, 128),
     ),
+    "deep": Preset(
+        name="deep", width=0.125, epochs=DEEP_EPOCHS, lipschitz_epochs=DEEP_EPOCHS,
+        va_epochs=2, va_warm_start=True, va_lr=3e-4, va_sigma_ramp_epochs=0.5,
+        va_bn_stats=DEEP_BN_STATS, lipschitz_beta=0.1, base="lipschitz",
+        samples=250, test_limit=None, candidate_samples=10, candidate_test_limit=1000,
+        search_episodes=16, exhaustive_max_plans=0, search_epochs=1,
+        search_train_limit=5000, search_samples=10, search_test_limit=1000,
+        random_search_plans=None, final_epochs=2, final_train_limit=None,
+        sweep_sigmas=(0.0, 0.2, 0.4, 0.5, 0.6), sweep_samples=5, sweep_test_limit=1000,
+        tile_sizes=(64, 128),
+    ),
     "paper": Preset(
-        name="paper", epochs=60, lipschitz_epochs=60, va_epochs=60, lr=1e-3,
+        name="paper", epochs=60, lipschitz_epochs=60, va_epochs=20, lr=1e-3,
+        va_warm_start=True, va_lr=3e-4, va_sigma_ramp_epochs=5.0, va_bn_stats=DEEP_BN_STATS,
         candidate_samples=50, candidate_test_limit=None, search_episodes=60,
         exhaustive_max_plans=0, search_epochs=3, search_train_limit=None,
-        search_samples=30, search_test_limit=5000, final_epochs=20,
-        sweep_samples=30, sweep_test_limit=None, eval_batch=500,
+        search_samples=30, search_test_limit=5000, random_search_plans=None,
+        final_epochs=20, sweep_samples=30, sweep_test_limit=None, eval_batch=500,
     ),
     "tiny": Preset(
         name="tiny", epochs=1, lipschitz_epochs=1, va_epochs=1, train_limit=512, samples=3,

@@ -227,8 +227,10 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
     return correct / max(total, 1)
 
 
-#: ``TrainConfig`` fields a resumed run may change: more epochs continue a finished run.
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "keep_epoch_checkpoints"})
+#: ``TrainConfig`` fields a resumed run may change: more epochs continue a finished run; the
+#: warm-start file only matters before the first epoch (a moved run folder still resumes).
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "keep_epoch_checkpoints",
+                                               "init_checkpoint"})
 #: ``meta`` keys that must match on resume when both the checkpoint and the caller give them.
 RESUME_META_KEYS: tuple[str, ...] = ("model", "dataset", "limit")
 

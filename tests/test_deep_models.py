@@ -26,8 +26,8 @@ def _naive_vgg_counts(width, in_channels=1, classes=10):
         if i in pools_after:
             side //= 2
     hidden = int(512 * width)
-    params += cin * hidden + hidden + hidden * classes + classes
-    macs += cin * hidden + hidden * classes
+    params += cin * hidden + hidden + hidden * hidden + hidden + hidden * classes + classes
+    macs += cin * hidden + hidden * hidden + hidden * classes
     return params, macs
 
 
@@ -38,6 +38,9 @@ def test_vgg_width_layout_and_counts(width):
     assert [c.out_channels for c in convs] == [int(width * c) for c in CHANNELS]
     assert model.classifier.fc1.out_features == int(512 * width)
     assert model.classifier.fc1.in_features == int(512 * width)
+    assert (model.classifier.fc2.in_features, model.classifier.fc2.out_features,
+            model.classifier.fc3.in_features) == (int(512 * width),) * 3
+    assert len([m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]) == 16
     params, macs = _naive_vgg_counts(width)
     assert count_parameters(model) == params
     assert count_macs(model, (1, 28, 28)) == macs     # 28x28 zero-padded to 32x32

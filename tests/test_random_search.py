@@ -78,3 +78,31 @@ def test_random_search_bad_budget(kw):
 def test_random_search_needs_layers():
     with pytest.raises(SearchError, match="at least one candidate"):
         random_search([], {}, make_evaluator([]), overhead, 0.03, plans=1)
+
+
+def test_deep_study_helpers():
+    import dataclasses
+
+    from correctnet.deep_study import random_searches, variation_aware_overrides
+    from correctnet.presets import get_preset
+    from correctnet.training import TrainConfig
+
+    quick, deep = get_preset("quick"), get_preset("deep")
+    assert variation_aware_overrides(quick, "p.pt") == {}
+    over = variation_aware_overrides(deep, "p.pt")
+    cfg = dataclasses.replace(TrainConfig(method="variation-aware"), **over)
+    assert (cfg.init_checkpoint, cfg.lr, cfg.sigma_ramp_epochs, cfg.bn_stats) == (
+        "p.pt", deep.va_lr, deep.va_sigma_ramp_epochs, deep.va_bn_stats)
+    cache, ev = PlanCache(), make_evaluator([])
+    preset = dataclasses.replace(deep, limits=(0.02, 0.03))
+    rl = {lim: rl_search(LAYERS, ACTIONS, ev, overhead, lim, SearchConfig(episodes=6, seed=1),
+                         cache=cache) for lim in preset.limits}
+    out = random_searches(preset, LAYERS, ACTIONS, ev, overhead, rl, cache=cache)
+    assert set(out) == {"0.02", "0.03"}
+    for lim in preset.limits:
+        assert out[f"{lim:g}"]["plans"] == evaluated_plans(rl[lim])
+        assert len(out[f"{lim:g}"]["history"]) == evaluated_plans(rl[lim])
+    fixed = random_searches(dataclasses.replace(preset, random_search_plans=2), LAYERS, ACTIONS,
+                            ev, overhead, {}, cache=cache)
+    assert all(len(r["history"]) == 2 for r in fixed.values())
+    assert random_searches(quick, LAYERS, ACTIONS, ev, overhead, rl, cache=cache) == {}
