@@ -97,7 +97,10 @@ def main() -> None:
     test = make_loader(load_dataset("fashion-mnist", "test", limit=args.mc_images), 1000)
     comp, _ = train_compensation(model, plan, [(x, y)], xbar_config(0.5, 128),
                                  CompensationConfig(epochs=1, lr=2e-3, seed=0))
-    for label, net, converted in (("plain", model, False), ("compensated", comp, True)):
+    eight_bit = xbar_config(0.5, 64, dac_bits=8, adc_bits=8)
+    for label, net, converted in (("plain", model, False), ("compensated", comp, True),
+                                  ("plain, 8-bit DAC/ADC, 64x64 tiles",
+                                   mapping.convert_to_crossbar(model, eight_bit), True)):
         analog = net if converted else mapping.convert_to_crossbar(net, xbar_config(0.5, 128))
         mapping.run_monte_carlo(analog, test, samples=1, seed=0, progress=False)  # set-up
         t0 = time.perf_counter()

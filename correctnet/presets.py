@@ -1,8 +1,49 @@
 """Settings of ``correctnet reproduce``: named presets as a frozen dataclass.
 
 * ``quick``: LeNet-5 / Fashion-MNIST on a 2-core CPU in <= 15 minutes.
-* ``paper``: the paper's settings for a GPU (VGG16 on CIFAR-10/100).
+* ``deep``: VGG16_bn at width 1/8 on Fashion-MNIST on a 2-core CPU in about 2 h 10 min
+  (``correctnet reproduce --model vgg16_bn --width 0.125 --preset deep``; budget below).
+* ``paper``: the paper's settings for a GPU (full-width VGG16 on CIFAR-10/100, ``--model
+  vgg16_bn --device cuda``).
 * ``tiny``: seconds, for tests and the notebook (subsets everywhere).
+
+Time budget of ``deep``, from ``python benchmarks/deep_budget.py --checkpoint PLAIN.pt`` on
+this 2-core CPU (one torch thread as ``reproduce --threads 1``; Numba's Monte-Carlo on both
+cores; nothing else running): a training batch of 128 images 0.066 s plain, 0.070 s
+Lipschitz (penalty) and 0.071 s variation-aware, i.e. 31-33 s per 60k-image epoch;
+compensation training 0.12 s per batch for six convs at ratio 1 (4.3 % overhead; smaller
+plans are cheaper); one Monte-Carlo sample over the 10k test images 4.6 s (plain network,
+ideal converters, 128x128 tiles), 7.2 s (six convs compensated), 4.9 s (8-bit DAC/ADC,
+64x64 tiles).
+
+=====================  ==================================================  ============
+stage                  work                                                budget
+=====================  ==================================================  ============
+train_plain            12 epochs x 31 s                                    6 min
+train_lipschitz        12 epochs x 33 s (+ per-epoch diagnostics)          7 min
+train_variation_aware  warm start from plain, 3 epochs x 33 s, 4 clean     2 min
+                       batch-norm recalibrations of 50 batches
+evaluate_baselines     3 networks x 250 samples x 4.6 s (10k images)       58 min
+candidates             2 networks (Lipschitz base, plain) x 16 tails x     2.5 min
+                       10 samples x 0.46 s (1k images)
+search                 RL 3 limits x 16 episodes: <= 48 plans x ~12 s      <= 10 min
+                       (1 epoch on 5k images + 10 samples on 1k images);
+                       random search with the same trained-plan count      <= 10 min
+train_compensation     3 epochs on 60k images, <= 56 s each                <= 3 min
+evaluate_correctnet    250 samples x <= 7.2 s                              <= 30 min
+sweeps                 4 networks x 5 sigmas x 5 samples x 1k images;      2 min
+                       2 tile sizes x 5 sigmas x 5 samples, 8-bit
+report                 figures, cost table                                 < 1 min
+total                                                                      ~2 h 11 min
+=====================  ==================================================  ============
+
+The Monte-Carlo of the 250-sample evaluations is two thirds of it; a machine shared with
+other jobs takes longer (Monte-Carlo uses every core). The fields ``va_warm_start``,
+``va_lr``, ``va_sigma_ramp_epochs``, ``va_bn_stats`` and ``random_search_plans`` reach the
+stages through :mod:`correctnet.deep_study` (``variation_aware_overrides``,
+``random_searches``); until the ``train_variation_aware`` and ``search`` stages call them,
+the variation-aware network is trained as before and no random search runs (the budget
+above then has 10 min to spare).
 
 Vary one with ``dataclasses.replace(get_preset("quick"), samples=50)``.
 """
@@ -209,7 +250,7 @@ _LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaa
                                     "random_search_plans": 0}
 
 #: Training epochs of the deep preset's plain and Lipschitz networks.
-DEEP_EPOCHS = 6
+DEEP_EPOCHS = 12
 #: Batch-norm statistics of variation-aware training in the deep and paper presets.
 DEEP_BN_STATS = "clean"
 
@@ -224,12 +265,12 @@ PRESETS: dict[str, Preset] = {
     ),
     "deep": Preset(
         name="deep", width=0.125, epochs=DEEP_EPOCHS, lipschitz_epochs=DEEP_EPOCHS,
-        va_epochs=2, va_warm_start=True, va_lr=3e-4, va_sigma_ramp_epochs=0.5,
+        va_epochs=3, va_warm_start=True, va_lr=3e-4, va_sigma_ramp_epochs=1.0,
         va_bn_stats=DEEP_BN_STATS, lipschitz_beta=0.1, base="lipschitz",
         samples=250, test_limit=None, candidate_samples=10, candidate_test_limit=1000,
         search_episodes=16, exhaustive_max_plans=0, search_epochs=1,
         search_train_limit=5000, search_samples=10, search_test_limit=1000,
-        random_search_plans=None, final_epochs=2, final_train_limit=None,
+        random_search_plans=None, final_epochs=3, final_train_limit=None,
         sweep_sigmas=(0.0, 0.2, 0.4, 0.5, 0.6), sweep_samples=5, sweep_test_limit=1000,
         tile_sizes=(64, 128),
     ),

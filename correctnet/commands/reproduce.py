@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="lognormal device variation sigma (0.5)")
     p.add_argument("--out", required=True, help="run folder (created; reruns resume)")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
-                   help="settings: quick (CPU, <= 15 min), paper (GPU), tiny (tests)")
+                   help="settings: quick (LeNet-5, CPU, <= 15 min), deep (VGG16_bn/8, CPU), "
+                        "paper (VGG16, GPU), tiny (tests)")
     p.add_argument("--device", default=None, help="training device: cpu (default) or cuda")
     p.add_argument("--data-dir", default=None, help="dataset directory (CIFAR)")
     p.add_argument("--threads", type=nonneg_int, default=1,
