@@ -1,7 +1,7 @@
 """Settings of ``correctnet reproduce``: named presets as a frozen dataclass.
 
 * ``quick``: LeNet-5 / Fashion-MNIST on a 2-core CPU in <= 15 minutes.
-* ``deep``: VGG16_bn at width 1/8 on Fashion-MNIST on a 2-core CPU in about 2 h 10 min
+* ``deep``: VGG16_bn at width 1/8 on Fashion-MNIST on a 2-core CPU in about 2 h 05 min
   (``correctnet reproduce --model vgg16_bn --width 0.125 --preset deep``; budget below).
 * ``paper``: the paper's settings for a GPU (full-width VGG16 on CIFAR-10/100, ``--model
   vgg16_bn --device cuda``).
@@ -26,15 +26,16 @@ train_variation_aware  warm start from plain, 3 epochs x 33 s, 4 clean     2 min
 evaluate_baselines     3 networks x 250 samples x 4.6 s (10k images)       58 min
 candidates             2 networks (Lipschitz base, plain) x 16 tails x     2.5 min
                        10 samples x 0.46 s (1k images)
-search                 RL 3 limits x 16 episodes: <= 48 plans x ~12 s      <= 10 min
-                       (1 epoch on 5k images + 10 samples on 1k images);
-                       random search with the same trained-plan count      <= 10 min
+search                 RL 3 limits x 16 episodes: <= 48 plans x 5-8 s      <= 6.5 min
+                       (1 epoch on 5k images + 10 samples on 1k images,
+                       measured with PlanEvaluator for 0-3 layer plans);
+                       random search with the same trained-plan count      <= 6.5 min
 train_compensation     3 epochs on 60k images, <= 56 s each                <= 3 min
 evaluate_correctnet    250 samples x <= 7.2 s                              <= 30 min
 sweeps                 4 networks x 5 sigmas x 5 samples x 1k images;      2 min
                        2 tile sizes x 5 sigmas x 5 samples, 8-bit
 report                 figures, cost table                                 < 1 min
-total                                                                      ~2 h 11 min
+total                                                                      ~2 h 05 min
 =====================  ==================================================  ============
 
 The Monte-Carlo of the 250-sample evaluations is two thirds of it; a machine shared with
@@ -43,7 +44,7 @@ other jobs takes longer (Monte-Carlo uses every core). The fields ``va_warm_star
 stages through :mod:`correctnet.deep_study` (``variation_aware_overrides``,
 ``random_searches``); until the ``train_variation_aware`` and ``search`` stages call them,
 the variation-aware network is trained as before and no random search runs (the budget
-above then has 10 min to spare).
+above then has 6.5 min to spare).
 
 Vary one with ``dataclasses.replace(get_preset("quick"), samples=50)``.
 """
