@@ -50,10 +50,13 @@ def _train(ctx: StudyContext, variant: str) -> dict:
     info = ctx.info
     torch.manual_seed(p.seed)
     model = build_model(ctx.model_name, num_classes=info["num_classes"],
-                        in_channels=info["in_channels"], input_size=info["input_size"])
+                        in_channels=info["in_channels"], input_size=info["input_size"],
+                        width=p.width)
     meta = {"model": ctx.model_name, "dataset": ctx.dataset,
             "num_classes": info["num_classes"], "in_channels": info["in_channels"],
             "input_size": info["input_size"]}
+    if p.width != 1.0:
+        meta["width"] = p.width
     history = train_model(model, ctx.loader("train", p.train_limit, train=True, seed=p.seed),
                           None, cfg, checkpoint_path=ctx.checkpoint(variant), resume=True,
                           progress=ctx.progress, meta=meta, device=ctx.device)
