@@ -9,7 +9,13 @@ from torch import nn
 from correctnet.workloads.checkpoint import load_checkpoint, save_checkpoint
 from correctnet.cli import main
 from correctnet.errors import CheckpointError, UsageError
-from correctnet.workloads.models import VGG_WIDTHS, build_model, check_width, count_macs, count_parameters
+from correctnet.workloads.models import (
+    VGG_WIDTHS,
+    build_model,
+    check_width,
+    count_macs,
+    count_parameters,
+)
 
 CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 

@@ -155,7 +155,8 @@ class Preset:
     """Batch-norm statistics of variation-aware training: "batch" (torch's train mode),
     "clean" or "noisy" (:attr:`correctnet.training.TrainConfig.bn_stats`)."""
     random_search_plans: int | None = 0
-    """Trained plans per limit of the random-search baseline (:mod:`correctnet.search.random_search`):
+    """Trained plans per limit of the random-search baseline
+    (:mod:`correctnet.search.random_search`):
     0 = none; None = as many as the RL search evaluated for that limit (equal cost)."""
 
     def __post_init__(self) -> None:

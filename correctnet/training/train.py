@@ -16,7 +16,8 @@ Methods (``TrainConfig.method``):
   batch-norm networks: ``init_checkpoint`` (warm start from the plain network),
   ``sigma_ramp_epochs`` (sigma rises linearly from 0) and ``bn_stats`` (``"batch"``: torch's
   train mode; ``"clean"`` / ``"noisy"``: batch-norm uses running statistics during training, as
-  on the chip, recalibrated every epoch without / with variation, :mod:`correctnet.training.batchnorm`).
+  on the chip, recalibrated every epoch without / with variation,
+  :mod:`correctnet.training.batchnorm`).
 
 Determinism: the loader's shuffling generator and the variation generator are reseeded from
 ``seed`` and the epoch number at the start of every epoch, so a run resumed from a checkpoint
