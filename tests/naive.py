@@ -249,3 +249,28 @@ def paired_t_interval(d):
     sem = math.sqrt(var / n)
     half = stats.t.ppf(0.975, n - 1) * sem
     return mean, sem, (mean - half, mean + half)
+
+
+# ---------------------------------------------------------------- correctnet batch-norm
+
+
+def batchnorm_cumulative_stats(batches):
+    """Running statistics of a batch-norm layer after a cumulative-average recalibration.
+
+    Args:
+        batches: List of numpy arrays ``(N, C, H, W)``: the layer's input in each batch.
+
+    Returns:
+        ``(mean, var)`` per channel: the mean over batches of each batch's channel mean, and
+        of each batch's unbiased channel variance (what torch's ``momentum=None`` gives).
+    """
+    means, variances = [], []
+    for a in batches:
+        a = np.asarray(a, dtype=np.float64)
+        c = a.shape[1]
+        flat = np.transpose(a, (1, 0, 2, 3)).reshape(c, -1)
+        n = flat.shape[1]
+        mu = flat.sum(axis=1) / n
+        means.append(mu)
+        variances.append(((flat - mu[:, None]) ** 2).sum(axis=1) / (n - 1))
+    return np.mean(means, axis=0), np.mean(variances, axis=0)

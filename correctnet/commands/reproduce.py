@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from correctnet.commands.argtypes import nonneg_float, nonneg_int, positive_int, variant_name
+from correctnet.commands.argtypes import (
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    variant_name,
+)
 
 EPILOG = """\
 examples:
@@ -14,6 +20,7 @@ examples:
       --device cuda --out runs/vgg16-c10
   correctnet reproduce --preset quick --out runs/quick          # again: resumes / reports
   correctnet reproduce --preset quick --seeds 5 --out runs/quick-5seeds     # 5 training seeds
+  correctnet reproduce --model vgg16_bn --width 0.125 --preset deep --out runs/deep   # CPU
 
 Stages: train_plain, train_lipschitz, train_variation_aware, evaluate_baselines, candidates,
 search and search_variation_aware_compensated, train_compensation and
@@ -41,13 +48,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "candidate layers, RL placement search, compensation, Monte-Carlo report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODEL_NAMES, default="lenet5", help="network (lenet5)")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="VGG16 channel multiplier 0.0625 ... 1 (default: the preset's; deep "
+                        "0.125, others 1)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion-mnist",
                    help="dataset (fashion-mnist)")
     p.add_argument("--sigma", type=nonneg_float, default=0.5,
                    help="lognormal device variation sigma (0.5)")
     p.add_argument("--out", required=True, help="run folder (created; reruns resume)")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
-                   help="settings: quick (CPU, <= 15 min), paper (GPU), tiny (tests)")
+                   help="settings: quick (LeNet-5, CPU, <= 15 min), deep (VGG16_bn/8, CPU), "
+                        "paper (VGG16, GPU), tiny (tests)")
     p.add_argument("--device", default=None, help="training device: cpu (default) or cuda")
     p.add_argument("--data-dir", default=None, help="dataset directory (CIFAR)")
     p.add_argument("--threads", type=nonneg_int, default=1,
@@ -88,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     overrides = {"base": args.base, "seeds": args.seeds, "plan_choice": args.plan_choice}
     preset = dataclasses.replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+    from correctnet.workloads.models import check_width
+
+    width = check_width(args.model, preset.width if args.width is None else args.width)
+    if width != preset.width:
+        preset = dataclasses.replace(preset, width=width)
     from correctnet.distributed import compute_threads, dask_client
 
     workers = getattr(args, "workers", None)

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from correctnet.commands.argtypes import nonneg_float, nonneg_int, positive_int
+from correctnet.commands.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 
 EPILOG = """\
 examples:
@@ -88,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file")
     p.add_argument("--model", default=None,
                    help="fail unless the checkpoint holds this model (e.g. lenet5)")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="fail unless the checkpoint holds this VGG16 width (e.g. 0.125); the "
+                        "network is always rebuilt with the checkpoint's own width")
     p.add_argument("--sigma", type=nonneg_float, default=0.5, help="variation std (0.5)")
     p.add_argument("--tile", type=positive_int, default=128,
                    help="tile side: word lines = bit lines (128)")
@@ -108,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     model, meta, loader = prepare_checkpoint(args.checkpoint, limit=args.limit,
                                              data_dir=args.data_dir, batch_size=args.batch_size,
                                              expect_model=args.model)
+    held = float(meta.get("width", 1.0))
+    if args.width is not None and abs(held - args.width) > 1e-9:
+        from correctnet.errors import CheckpointError
+
+        raise CheckpointError(f"checkpoint {args.checkpoint} holds {meta['model']} at width "
+                              f"{held:g}, not --width {args.width:g}")
     config = point_config(args.sigma, args.tile, adc_bits=args.adc_bits,
                           dac_bits=args.dac_bits, level=args.level,
                           line_resistance=args.line_resistance)
@@ -118,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
                          cost=args.cost_preset)
     out.update({"checkpoint": str(args.checkpoint), "model": meta["model"],
                 "dataset": meta.get("dataset"), "method": meta.get("method"),
-                "sigma": args.sigma, "tile": args.tile, "limit": args.limit,
+                "width": held, "sigma": args.sigma, "tile": args.tile, "limit": args.limit,
                 "line_resistance": args.line_resistance,
                 "compile_seconds": compile_seconds})
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"checkpoint {args.checkpoint}  ({meta['model']}, {meta.get('dataset')}, "
+    shown = meta["model"] + (f" width {held:g}" if held != 1.0 else "")
+    print(f"checkpoint {args.checkpoint}  ({shown}, {meta.get('dataset')}, "
           f"method {meta.get('method')})")
     print(f"sigma {args.sigma:g}  tile {args.tile}x{args.tile}  ADC {args.adc_bits} bits  "
           f"DAC {args.dac_bits} bits  level {args.level}  samples {args.samples}  "

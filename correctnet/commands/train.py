@@ -15,6 +15,10 @@ examples:
   correctnet train --method lipschitz --sigma 0.5 --beta 0.1 --epochs 10 --out runs/lip
   correctnet train --method lipschitz --constraint hard --learn-output-scale --out runs/hard
   correctnet train --method variation-aware --sigma 0.5 --epochs 10 --out runs/va
+  correctnet train --model vgg16_bn --width 0.125 --epochs 3 --out runs/vgg8-plain
+  correctnet train --model vgg16_bn --width 0.125 --method variation-aware --epochs 2 \
+      --lr 3e-4 --init-from runs/vgg8-plain/checkpoint.pt --sigma-ramp 1 --bn-stats clean \
+      --out runs/vgg8-va          # warm start, sigma ramp, chip-like batch-norm statistics
   correctnet train --method lipschitz --learn-output-scale --epochs 10 --out runs/lip-s
   correctnet train --epochs 10 --out runs/plain --resume       # continue after Ctrl-C
   correctnet train --epochs 1 --limit 2048 --out /tmp/quick     # a quick subset run
@@ -28,13 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     from correctnet.workloads.data import DATASET_NAMES
     from correctnet.workloads.models import MODEL_NAMES
-    from correctnet.training.train import CONSTRAINTS, METHODS, OPTIMIZERS
+    from correctnet.training.train import BN_STATS, CONSTRAINTS, METHODS, OPTIMIZERS
 
     p = subparsers.add_parser(
         "train", help="train a network to a checkpoint (plain, lipschitz, variation-aware)",
         description="Train a network and write OUT/checkpoint.pt after every epoch.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODEL_NAMES, default="lenet5", help="network (lenet5)")
+    p.add_argument("--width", type=positive_float, default=1.0,
+                   help="VGG16 channel multiplier: 0.0625, 0.125, 0.25, 0.5 or 1 (1)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion-mnist",
                    help="dataset (fashion-mnist)")
     p.add_argument("--data-dir", default=None,
@@ -66,6 +72,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="learn the digital logit scale")
     p.add_argument("--output-scale-lr", type=positive_float, default=1e-2,
                    help="learning rate of the learned log-scale (1e-2)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                   help="warm start: load this checkpoint's weights (same model and width) "
+                        "before the first epoch")
+    p.add_argument("--sigma-ramp", type=nonneg_float, default=0.0, metavar="EPOCHS",
+                   help="variation-aware: sigma rises linearly from 0 over this many epochs (0)")
+    p.add_argument("--bn-stats", choices=BN_STATS, default="batch",
+                   help="variation-aware: batch = torch's train-mode batch-norm; clean / noisy "
+                        "= running statistics during training, recalibrated every epoch "
+                        "without / with variation (batch)")
+    p.add_argument("--bn-calibration-batches", type=positive_int, default=50,
+                   help="batches per batch-norm recalibration (50)")
     p.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of init, shuffling, variation (0)")
     p.add_argument("--limit", type=positive_int, default=None,
@@ -83,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     from correctnet.workloads.data import dataset_info, load_dataset, make_loader
     from correctnet.errors import UsageError
-    from correctnet.workloads.models import build_model
+    from correctnet.workloads.models import build_model, check_width
     from correctnet.fileio import ensure_output_dir
     from correctnet.training.train import TrainConfig, train_model
 
@@ -93,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--constraint and --beta apply to --method lipschitz only")
     if args.constraint == "hard" and args.beta is not None:
         raise UsageError("--beta sets the soft penalty; --constraint hard has none")
+    width = check_width(args.model, args.width)
+    if args.method != "variation-aware" and (args.sigma_ramp or args.bn_stats != "batch"):
+        raise UsageError("--sigma-ramp and --bn-stats apply to --method variation-aware only")
+    if args.init_from is not None and not args.init_from.is_file():
+        raise UsageError(f"--init-from {args.init_from}: no such checkpoint file")
     ensure_output_dir(args.out)   # before loading data and training
     cfg = TrainConfig(method=args.method, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, optimizer=args.optimizer, sigma=args.sigma,
@@ -101,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
                       k=args.k, weight_decay=args.weight_decay, seed=args.seed,
                       output_scale=args.output_scale,
                       learn_output_scale=args.learn_output_scale,
-                      output_scale_lr=args.output_scale_lr)
+                      output_scale_lr=args.output_scale_lr,
+                      init_checkpoint=None if args.init_from is None else str(args.init_from),
+                      sigma_ramp_epochs=args.sigma_ramp, bn_stats=args.bn_stats,
+                      bn_calibration_batches=args.bn_calibration_batches)
     info = dataset_info(args.dataset)
     train = load_dataset(args.dataset, "train", data_dir=args.data_dir,
                          download=args.download, limit=args.limit)
@@ -109,10 +134,13 @@ def run(args: argparse.Namespace) -> int:
                         download=args.download, limit=args.limit)
     torch.manual_seed(args.seed)
     model = build_model(args.model, num_classes=info["num_classes"],
-                        in_channels=info["in_channels"], input_size=info["input_size"])
+                        in_channels=info["in_channels"], input_size=info["input_size"],
+                        width=width)
     meta = {"model": args.model, "dataset": args.dataset, "num_classes": info["num_classes"],
             "in_channels": info["in_channels"], "input_size": info["input_size"],
             "data_dir": args.data_dir, "limit": args.limit}
+    if width != 1.0:
+        meta["width"] = width
     path = args.out / "checkpoint.pt"
     if path.exists() and not args.resume:
         raise UsageError(f"{path} exists; add --resume to continue it or choose another --out")
@@ -121,10 +149,11 @@ def run(args: argparse.Namespace) -> int:
         from correctnet.errors import CheckpointError
 
         old = read_checkpoint(path)["meta"]
-        for key in ("model", "dataset"):
-            if old.get(key) != meta[key]:
+        old = {"width": 1.0, **old}
+        for key, given in (("model", args.model), ("dataset", args.dataset), ("width", width)):
+            if old.get(key) != given:
                 raise CheckpointError(f"cannot resume {path}: it holds {key} {old.get(key)!r}, "
-                                      f"not --{key} {meta[key]!r}")
+                                      f"not --{key} {given!r}")
     history = train_model(model, make_loader(train, cfg.batch_size, shuffle=True, seed=args.seed),
                           make_loader(test, 1000), cfg, checkpoint_path=path,
                           resume=args.resume, progress=True, meta=meta, device=args.device)

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from correctnet.compensation import compensable_layers, count_parameters
+from correctnet.compensation.modules import compensable_layers
+from correctnet.compensation.overhead import count_parameters
 from correctnet.errors import DigitalBaselineError
 
 __all__ = ["DigitalBaselineError", "DigitalBaseline", "layer_costs", "maximal_digital_sets",

@@ -14,7 +14,6 @@ on every seed's base network and evaluated on the same device samples as the bas
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,12 @@ from correctnet.search.placement import (
     rl_search,
 )
 from correctnet.seeding import derive_seed
-from correctnet.study.context import COMPENSATED, StudyContext, compensated_base
+from correctnet.study.context import (
+    StudyContext,
+    compensated_base,
+    compensated_names,
+)
+from correctnet.study.deep_study import random_searches
 from correctnet.study.seed_stats import pool_seeds
 
 __all__ = ["candidates", "search_space", "search_for", "train_compensation_for",
@@ -68,7 +72,7 @@ def candidates(ctx: StudyContext) -> dict:
     from mapping import convert_to_crossbar, crossbar_layers
 
     p = ctx.preset
-    bases = {name: compensated_base(p, name) for name in COMPENSATED}
+    bases = {name: compensated_base(p, name) for name in compensated_names(p)}
     curves = {}
     for variant in dict.fromkeys((*bases.values(), "plain", "lipschitz")):
         model = ctx.network(variant)
@@ -228,6 +232,7 @@ def search_for(ctx: StudyContext, name: str) -> dict:
             res.evaluations = _new_plans(res, seen)
             result["exhaustive"][f"{limit:g}"] = {k: v for k, v in res.to_dict().items()
                                                   if k != "history"}
+    rl_results = {}
     for limit in sorted(p.limits):
         res = rl_search(layers, actions, evaluate, overhead, limit,
                         SearchConfig(episodes=p.search_episodes,
@@ -236,8 +241,13 @@ def search_for(ctx: StudyContext, name: str) -> dict:
                                      episodes_per_batch=p.search_episodes_per_batch),
                         cache=cache, progress=ctx.progress, map_evaluator=mapped)
         res.evaluations = _new_plans(res, seen)
+        rl_results[limit] = res
         result["limits"][f"{limit:g}"] = res.to_dict()
         solutions.append(_best(result["limits"][f"{limit:g}"], limit))
+    # the random-search baseline: as many trained plans per limit; not a candidate for the
+    # final plan, only the report's answer to "does RL beat random placement?"
+    result["random"] = random_searches(p, layers, actions, evaluate, overhead, rl_results,
+                                       cache=cache, progress=ctx.progress, map_evaluator=mapped)
     for limit_key, res in (result["exhaustive"] or {}).items():
         solutions.append(_best(res, float(limit_key)))   # the optimum, where affordable
     result.update(best=choose_plan(solutions, p.plan_choice),
@@ -322,10 +332,14 @@ def evaluate_compensated(ctx: StudyContext, name: str) -> dict:
 def stage_functions(name: str) -> dict[str, Callable[[StudyContext], dict]]:
     """``{"search", "train", "evaluate"}`` stage functions of compensated network ``name``."""
     def named(fn, stage):
-        f = functools.partial(fn, name=name)
-        f.__name__ = f.__qualname__ = stage            # a readable name in logs and errors
-        f.__doc__ = fn.__doc__
-        return f
+        def run(ctx: StudyContext) -> dict:
+            if name not in compensated_names(ctx.preset):
+                return {"skipped": True, "plan": {}, "overhead": 0.0}   # see the preset
+            return fn(ctx, name)
+
+        run.__name__ = run.__qualname__ = stage        # a readable name in logs and errors
+        run.__doc__ = fn.__doc__
+        return run
 
     names = stage_names(name)
     return {"search": named(search_for, names["search"]),

@@ -20,7 +20,7 @@ from correctnet.errors import UsageError
 from correctnet.study.presets import Preset
 from correctnet.study.runstore import RunStore
 
-__all__ = ["StudyContext", "COMPENSATED", "compensated_base"]
+__all__ = ["StudyContext", "COMPENSATED", "compensated_base", "compensated_names"]
 
 #: The compensated networks of the study, by report name.
 COMPENSATED: tuple[str, ...] = ("correctnet", "variation_aware_compensated")
@@ -37,6 +37,15 @@ def compensated_base(preset: Preset, name: str) -> str:
     if name == "variation_aware_compensated":
         return "variation_aware"
     raise UsageError(f"unknown compensated network {name!r}; valid: {', '.join(COMPENSATED)}")
+
+
+def compensated_names(preset: Preset) -> tuple[str, ...]:
+    """The compensated networks this preset builds.
+
+    ``variation_aware_compensated`` only with ``preset.compensate_variation_aware``.
+    """
+    return tuple(n for n in COMPENSATED
+                 if n == "correctnet" or preset.compensate_variation_aware)
 
 
 def _seed_suffix(seed_index: int) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from correctnet.search.digital_baseline import best_digital_layers, layer_costs
 from correctnet.study.compensation_stages import stage_names
-from correctnet.study.context import COMPENSATED, StudyContext, compensated_base
+from correctnet.study.context import StudyContext, compensated_base, compensated_names
 from correctnet.study.seed_stats import pool_seeds
 
 __all__ = ["digital_baseline"]
@@ -62,7 +62,8 @@ class _Evaluator:
 def _final(ev: _Evaluator, best, name: str) -> dict:
     """The chosen set evaluated on every seed with the final Monte-Carlo settings."""
     p = ev.ctx.preset
-    per_seed = [ev.run(frozenset(best.layers), k, samples=p.samples, limit=p.test_limit)
+    samples = p.samples if p.digital_samples is None else p.digital_samples
+    per_seed = [ev.run(frozenset(best.layers), k, samples=samples, limit=p.test_limit)
                 for k in ev.ctx.seeds]
     return {**pool_seeds(per_seed), "seed_accuracies": per_seed, "overhead": best.overhead,
             "budget": best.budget, "layers": list(best.layers), "base": ev.variant,
@@ -87,14 +88,15 @@ def digital_baseline(ctx: StudyContext) -> dict:
         costs, total = layer_costs(ctx.network(variant))
         return ev, best_digital_layers(costs, total, budget, ev.screen, cache=ev.cache)
 
+    names = compensated_names(p)
     overhead = {name: ctx.store.result(stage_names(name)["train"])["overhead"]
-                for name in COMPENSATED}
-    for name in COMPENSATED:
+                for name in names}
+    for name in names:
         ev, best = best_for(compensated_base(p, name), overhead[name])
         out[name] = _final(ev, best, name)
     ev, best = best_for("plain", overhead["correctnet"])
     out["plain"] = _final(ev, best, "correctnet")
-    for variant in dict.fromkeys(compensated_base(p, n) for n in COMPENSATED):
+    for variant in dict.fromkeys(compensated_base(p, n) for n in names):
         out["per_limit"][variant] = {}
         for limit in sorted(p.limits):
             _, best = best_for(variant, limit)

@@ -195,7 +195,7 @@ class Pipeline(StudyContext):
         seconds = time.perf_counter() - t0
         self.store.finish(stage.name, result, seconds)
         try:
-            line = stage.summary(result)
+            line = "skipped (preset)" if result.get("skipped") else stage.summary(result)
         except (KeyError, TypeError):
             line = "done"
         self.log(f"[{stage.name}] {line} ({seconds:.1f} s)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from correctnet.fileio import write_json, write_text
 from correctnet.study import figures
 from correctnet.study.compensation_stages import stage_names
-from correctnet.study.context import COMPENSATED, StudyContext, compensated_base
+from correctnet.study.context import StudyContext, compensated_base, compensated_names
 from correctnet.study.report_markdown import markdown, markdown_table
 from correctnet.study.seed_stats import paired_difference
 from correctnet.training.diagnostics import layer_diagnostics
@@ -112,7 +112,11 @@ def _search_summary(search: dict) -> dict:
                               "optimum_reward": ((search["exhaustive"] or {}).get(k)
                                                  or {}).get("best_reward")}
                           for k, r in search["limits"].items()},
-            "exhaustive": search["exhaustive"]}
+            "exhaustive": search["exhaustive"],
+            "random": {k: {"plan": r["best_plan"], "mean": r["best_mean"], "std": r["best_std"],
+                           "overhead": r["best_overhead"], "reward": r["best_reward"],
+                           "plans": r.get("plans")}
+                       for k, r in (search.get("random") or {}).items()}}
 
 
 #: Paired comparisons of the report: ``name: (variant A, variant B)``, difference A - B.
@@ -149,7 +153,7 @@ def build_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> dict:
     per_seed = {v: r.get("seed_accuracies", [r.get("accuracies", [])]) for v, r in base.items()}
     for v in base:
         variants[v]["layers"] = layers_section(ctx, v)
-    for name in COMPENSATED:
+    for name in compensated_names(p):
         r = store.result(stage_names(name)["evaluate"])
         variants[name] = {**_entry(r), "overhead": r["overhead"],
                           "compensated_layers": r["compensated_layers"], "plan": r["plan"],
@@ -173,7 +177,7 @@ def build_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> dict:
         "candidates_fallback": store.result("candidates").get("fallback", False),
         "search": _search_summary(store.result("search")),
         "searches": {name: _search_summary(store.result(stage_names(name)["search"]))
-                     for name in COMPENSATED},
+                     for name in compensated_names(p)},
         "digital_per_limit": digital["per_limit"],
         "preset": p.to_dict(),
         "cost": cost_section(ctx),

@@ -190,7 +190,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {100 * float(k):g} | `{format_plan(r['plan'])}` | {_pct(r['mean'])} "
                      f"| {_pct(r['std'])} | {_pct(r['overhead'])} | {r['reward']:.4f} "
                      f"| {'-' if opt is None else f'{opt:.4f}'} |")
-    lines += search_notes(report)
+    lines += random_markdown(report) + search_notes(report)
     if report.get("cost"):              # report.json of runs before the cost section lack it
         lines += [""] + cost_markdown(report["cost"], cn["base"])
     if "lambda" in report:              # nor the per-layer spectral norms
@@ -231,4 +231,20 @@ def search_notes(report: dict) -> list[str]:
         for k, d in per.items():
             lines.append(f"| {100 * float(k):g} | {', '.join(d['layers']) or 'none'} "
                          f"| {_pct(d['overhead'])} | {_pct(d['mean'])} | {_pct(d['std'])} |")
+    return lines
+
+
+def random_markdown(report: dict) -> list[str]:
+    """RL against the random-search baseline with the same number of trained plans."""
+    rnd = report["search"].get("random") or {}
+    if not rnd:
+        return []
+    lines = ["", "Random search with as many trained plans (does RL beat random placement?):",
+             "", "| limit % | plans | random plan | mean % | reward | RL reward |",
+             "|---|---|---|---|---|---|"]
+    for k, r in rnd.items():
+        rl = report["search"]["per_limit"].get(k, {})
+        lines.append(f"| {100 * float(k):g} | {r.get('plans', '-')} | `{format_plan(r['plan'])}` "
+                     f"| {_pct(r['mean'])} | {r['reward']:.4f} "
+                     f"| {rl.get('reward', float('nan')):.4f} |")
     return lines

@@ -8,10 +8,13 @@ does not import the pipeline.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from correctnet.study.compensation_stages import stage_names
-from correctnet.study.context import COMPENSATED, StudyContext, compensated_base
+from correctnet.study.context import StudyContext, compensated_base, compensated_names
+from correctnet.study.deep_study import variation_aware_overrides
 from correctnet.study.seed_stats import pool_seeds
 from correctnet.training.variants import VARIANTS, Variant
 
@@ -45,13 +48,18 @@ def _train_one(ctx: StudyContext, variant: str, k: int) -> dict:
                       batch_size=p.batch_size, sigma=ctx.sigma, beta=p.lipschitz_beta, seed=seed,
                       learn_output_scale=(variant == "lipschitz" and p.lipschitz_output_scale),
                       keep_epoch_checkpoints=False)
+    if variant == "variation_aware":     # warm start, sigma ramp, batch-norm statistics
+        cfg = dataclasses.replace(cfg, **variation_aware_overrides(p, ctx.checkpoint("plain", k)))
     info = ctx.info
     torch.manual_seed(seed)
     model = build_model(ctx.model_name, num_classes=info["num_classes"],
-                        in_channels=info["in_channels"], input_size=info["input_size"])
+                        in_channels=info["in_channels"], input_size=info["input_size"],
+                        width=p.width)
     meta = {"model": ctx.model_name, "dataset": ctx.dataset,
             "num_classes": info["num_classes"], "in_channels": info["in_channels"],
             "input_size": info["input_size"]}
+    if p.width != 1.0:
+        meta["width"] = p.width
     path = ctx.checkpoint(variant, k)
     history = train_model(model, ctx.loader("train", p.train_limit, train=True, seed=seed),
                           None, cfg, checkpoint_path=path, resume=True,
@@ -108,7 +116,7 @@ def sweeps(ctx: StudyContext) -> dict:
     p = ctx.preset
     nets = {v: ctx.network(v) for v in VARIANTS}
     sigma_curves: dict = {}
-    for name in COMPENSATED:
+    for name in compensated_names(p):
         if ctx.store.result(stage_names(name)["train"])["plan"]:
             nets[name] = ctx.compensated_network(name)
     for variant, model in nets.items():
@@ -117,7 +125,7 @@ def sweeps(ctx: StudyContext) -> dict:
             r = ctx.monte_carlo(model, sigma=s, samples=p.sweep_samples,
                                  limit=p.sweep_test_limit)
             sigma_curves[variant].append({"sigma": s, "mean": r["mean"], "std": r["std"]})
-    for name in COMPENSATED:
+    for name in compensated_names(p):
         if name not in nets:      # no compensator: the base network, same samples
             nets[name] = nets[compensated_base(p, name)]
             sigma_curves[name] = sigma_curves[compensated_base(p, name)]

@@ -10,6 +10,8 @@ gives the same weights as an uninterrupted one. The settings arrive as the calle
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ __all__ = ["RESUMABLE_CHANGES", "RESUME_META_KEYS", "resume_differences",
 
 
 #: ``TrainConfig`` fields a resumed run may change: more epochs continue a finished run.
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "keep_epoch_checkpoints"})
+#: The warm-start file only matters before the first epoch (a moved run folder still resumes).
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "keep_epoch_checkpoints",
+                                               "init_checkpoint"})
 #: ``meta`` keys that must match on resume when both the checkpoint and the caller give them.
 RESUME_META_KEYS: tuple[str, ...] = ("model", "dataset", "limit")
 
@@ -46,7 +50,12 @@ def resume_differences(old_meta: dict[str, Any], cfg: Any,
     old_cfg = old_meta.get("train_config")
     diffs = []
     if isinstance(old_cfg, dict):
-        for key, value in cfg.to_dict().items():
+        # a field the checkpoint lacks was at its default (``TrainConfig.to_dict`` leaves
+        # later fields out while at their defaults)
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)
+                    if f.default is not dataclasses.MISSING}
+        old_cfg = {**defaults, **old_cfg}
+        for key, value in dataclasses.asdict(cfg).items():
             if key not in RESUMABLE_CHANGES and key in old_cfg and old_cfg[key] != value:
                 diffs.append((key, old_cfg[key], value))
     for key in RESUME_META_KEYS:

@@ -12,7 +12,12 @@ Methods (``TrainConfig.method``):
 - ``variation-aware``: every batch draws a fresh ``w * exp(theta)``, ``theta ~ N(0, sigma^2)``
   per weight, into every analog Linear/Conv2d weight (modules marked digital are left alone);
   the forward pass uses ``torch.func.functional_call`` with the perturbed weights, so the
-  gradient reaches the nominal weights (``d/dw [w exp(theta)] = exp(theta)``).
+  gradient reaches the nominal weights (``d/dw [w exp(theta)] = exp(theta)``). For deep
+  batch-norm networks: ``init_checkpoint`` (warm start from the plain network),
+  ``sigma_ramp_epochs`` (sigma rises linearly from 0) and ``bn_stats`` (``"batch"``: torch's
+  train mode; ``"clean"`` / ``"noisy"``: batch-norm uses running statistics during training, as
+  on the chip, recalibrated every epoch without / with variation,
+  :mod:`correctnet.training.batchnorm`).
 
 Determinism: the loader's shuffling generator and the variation generator are reseeded from
 ``seed`` and the epoch number at the start of every epoch, so a run resumed from a checkpoint
@@ -40,17 +45,22 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from correctnet.errors import TrainingError, UsageError
+from correctnet.errors import CheckpointError, TrainingError, UsageError
+from correctnet.training.batchnorm import freeze_batchnorm, recalibrate_batchnorm
+from correctnet.training.perturb import perturbed_weights  # noqa: F401  (public here too)
 from correctnet.training.diagnostics import layer_diagnostics
 from correctnet.training.lipschitz import (lipschitz_lambda, normalized_penalty, parseval_retract,
                                            spectral_norms)
 from correctnet.training.resume import resume_from, save_epoch
 from correctnet.training.variants import METHODS, Variant  # METHODS: TrainConfig.method values
+from correctnet.workloads.checkpoint import _load_error_summary, read_checkpoint
 from correctnet.workloads.models import set_output_scale
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 #: Lipschitz constraints accepted by :class:`TrainConfig`.
 CONSTRAINTS: tuple[str, ...] = ("soft", "hard")
+#: Batch-norm statistics of variation-aware training (:attr:`TrainConfig.bn_stats`).
+BN_STATS: tuple[str, ...] = ("batch", "clean", "noisy")
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,23 @@ class TrainConfig:
     so it can grow by orders of magnitude within an epoch or two)."""
     keep_epoch_checkpoints: bool = True
     """Besides ``checkpoint_path``, keep ``<stem>-epochNNN<suffix>`` for every epoch."""
+    init_checkpoint: str | None = None
+    """Warm start: before the first epoch, load the weights (and batch-norm statistics) of
+    this checkpoint, which must hold the same model (e.g. the plain network before
+    variation-aware fine-tuning); None: start from the model as given."""
+    sigma_ramp_epochs: float = 0.0
+    """Variation-aware only: the sampled sigma rises linearly from 0 to ``sigma`` over this
+    many epochs (per batch; fractions allowed), then stays at ``sigma``; 0: ``sigma`` from the
+    first batch."""
+    bn_stats: str = "batch"
+    """Variation-aware only. ``"batch"``: torch's train mode (each batch normalised by its own
+    statistics, running statistics accumulated from perturbed passes). ``"clean"`` /
+    ``"noisy"``: batch-norm layers normalise by their running statistics during training, as
+    on the chip, and these are recalibrated (:func:`~correctnet.batchnorm.recalibrate_batchnorm`)
+    before the first epoch and after every epoch, with the nominal weights (``"clean"``) or a
+    fresh variation sample per batch at the current sigma (``"noisy"``)."""
+    bn_calibration_batches: int = 50
+    """Training batches per batch-norm recalibration (``bn_stats`` clean / noisy)."""
 
     def __post_init__(self) -> None:
         def bad(field: str, value: Any, valid: str) -> UsageError:
@@ -100,11 +127,26 @@ class TrainConfig:
             raise bad("constraint", self.constraint, " | ".join(CONSTRAINTS))
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", self.optimizer, " | ".join(OPTIMIZERS))
+        if self.bn_stats not in BN_STATS:
+            raise bad("bn_stats", self.bn_stats, " | ".join(BN_STATS))
+        if self.method != "variation-aware" and (self.bn_stats != "batch"
+                                                 or self.sigma_ramp_epochs != 0):
+            raise UsageError(f"train.bn_stats and train.sigma_ramp_epochs apply to method "
+                             f"variation-aware only, got method {self.method!r} with bn_stats "
+                             f"{self.bn_stats!r}, sigma_ramp_epochs {self.sigma_ramp_epochs!r}")
+        if (isinstance(self.bn_calibration_batches, bool)
+                or not isinstance(self.bn_calibration_batches, int)
+                or self.bn_calibration_batches < 1):
+            raise bad("bn_calibration_batches", self.bn_calibration_batches, "an integer >= 1")
+        if self.init_checkpoint is not None and (not isinstance(self.init_checkpoint, str)
+                                                 or not self.init_checkpoint):
+            raise bad("init_checkpoint", self.init_checkpoint, "None or a file path")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise bad("epochs", self.epochs, "an integer >= 1")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise bad("batch_size", self.batch_size, "an integer >= 1")
         for field, low, strict in (("lr", 0.0, True), ("sigma", 0.0, False),
+                                   ("sigma_ramp_epochs", 0.0, False),
                                    ("beta", 0.0, False), ("k", 0.0, True),
                                    ("weight_decay", 0.0, False), ("output_scale", 0.0, True),
                                    ("output_scale_lr", 0.0, True)):
@@ -122,9 +164,25 @@ class TrainConfig:
         """``lambda = lipschitz_lambda(sigma, k)`` (eq. 10)."""
         return lipschitz_lambda(self.sigma, self.k)
 
+    def sigma_at(self, progress: float) -> float:
+        """Sampled sigma after ``progress`` epochs of training (the linear ramp, then ``sigma``)."""
+        if self.sigma_ramp_epochs <= 0:
+            return float(self.sigma)
+        return float(self.sigma) * min(1.0, max(0.0, progress) / self.sigma_ramp_epochs)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of the fields."""
-        return dataclasses.asdict(self)
+        """JSON-safe dict of the fields.
+
+        Fields added later (:data:`_LATER_FIELDS`) are left out while at their defaults, so a
+        checkpoint written before they existed still resumes with the same settings.
+        """
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+
+
+#: ``TrainConfig`` fields added after checkpoints were written, with their defaults.
+_LATER_FIELDS: dict[str, Any] = {"init_checkpoint": None, "sigma_ramp_epochs": 0.0,
+                                 "bn_stats": "batch", "bn_calibration_batches": 50}
 
 
 def _make_optimizer(params: list[nn.Parameter], scale_params: list[nn.Parameter],
@@ -135,26 +193,6 @@ def _make_optimizer(params: list[nn.Parameter], scale_params: list[nn.Parameter]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-
-
-def perturbed_weights(model: nn.Module, sigma: float,
-                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Fresh lognormal samples ``w * exp(theta)``, ``theta ~ N(0, sigma^2)``, of analog weights.
-
-    Args:
-        model: Network; every Linear/Conv2d weight not marked digital is perturbed.
-        sigma: Std of ``theta`` (>= 0).
-        generator: Torch generator on the weights' device (``None``: global RNG).
-
-    Returns:
-        ``{parameter name: perturbed tensor}`` for ``torch.func.functional_call``; the tensors
-        depend differentiably on the nominal weights.
-    """
-    from mapping import analog_layers, lognormal_weight
-
-    return {f"{name}.weight" if name else "weight":
-            lognormal_weight(module.weight, sigma, generator=generator)
-            for name, module in analog_layers(model)}
 
 
 def _diverged(what: str, cfg: TrainConfig, epoch: int, path: Path | None) -> TrainingError:
@@ -177,6 +215,38 @@ def _check_weights(model: nn.Module, cfg: TrainConfig, epoch: int, path: Path | 
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise _diverged(f"weights {', '.join(bad[:3])} became non-finite", cfg, epoch, path)
+
+
+def _warm_start(model: nn.Module, path: str, meta: dict[str, Any] | None) -> None:
+    """Load the weights of checkpoint ``path`` into ``model`` (``TrainConfig.init_checkpoint``).
+
+    Raises:
+        CheckpointError: Missing or corrupt file, another model or width than ``meta`` names,
+            or weights that do not fit.
+    """
+    payload = read_checkpoint(path)
+    old = payload["meta"]
+    for key in ("model", "width"):
+        if meta is not None and key in meta and old.get(key, 1.0 if key == "width" else None) \
+                != meta[key]:
+            raise CheckpointError(f"cannot warm-start from {path}: it holds {key} "
+                                  f"{old.get(key)!r}, this run trains {meta[key]!r}")
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"cannot warm-start from {path}: its weights do not fit this "
+                              f"model ({_load_error_summary(exc)})") from exc
+
+
+def _recalibrate(model: nn.Module, train_loader: Iterable, cfg: TrainConfig, epoch: int,
+                 dev: torch.device) -> None:
+    """Batch-norm recalibration after ``epoch`` (0: before training), seeded from the epoch."""
+    if isinstance(getattr(train_loader, "generator", None), torch.Generator):
+        train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch + 50_021)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed * 100_003 + epoch + 70_001)
+    sigma = cfg.sigma_at(epoch) if cfg.bn_stats == "noisy" else 0.0
+    recalibrate_batchnorm(model, train_loader, batches=cfg.bn_calibration_batches, sigma=sigma,
+                          generator=gen, device=dev)
 
 
 def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable | None,
@@ -235,15 +305,30 @@ def train_model(model: nn.Module, train_loader: Iterable, test_loader: Iterable 
     if resume and path is not None and path.is_file():
         history, start = resume_from(path, model, optimizer, cfg, meta, history)
         model.to(dev)
+    if start == 0 and cfg.init_checkpoint is not None:
+        _warm_start(model, cfg.init_checkpoint, meta)
+        model.to(dev)
     hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
     if hard and start == 0:
         parseval_retract(model, lam)
+    va = cfg.method == Variant.VARIATION_AWARE.method
+    frozen_bn = va and cfg.bn_stats != "batch"
+    try:
+        steps = len(train_loader)  # type: ignore[arg-type]
+    except TypeError:                # an iterable without a length: ramp per epoch
+        steps = None
+    if frozen_bn and start == 0:
+        _recalibrate(model, train_loader, cfg, 0, dev)
     for epoch in range(start + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         if isinstance(getattr(train_loader, "generator", None), torch.Generator):
             train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
         sums, last_x = _train_epoch(model, train_loader, optimizer, cfg, epoch, dev, path,
-                                    progress)
+                                    progress, steps=steps, frozen_bn=frozen_bn)
+        if frozen_bn:
+            _recalibrate(model, train_loader, cfg, epoch, dev)
+        if va and cfg.sigma_ramp_epochs > 0:
+            history.setdefault("sigma", []).append(cfg.sigma_at(epoch))
         _check_weights(model, cfg, epoch, path)
         test_acc = (evaluate_accuracy(model, test_loader, device=dev)
                     if test_loader is not None else None)
@@ -280,8 +365,13 @@ def _parameter_groups(model: nn.Module, extra_modules: Iterable[nn.Module] | Non
 
 def _train_epoch(model: nn.Module, train_loader: Iterable, optimizer: torch.optim.Optimizer,
                  cfg: TrainConfig, epoch: int, dev: torch.device, path: Path | None,
-                 progress: bool) -> tuple[dict[str, float], torch.Tensor | None]:
+                 progress: bool, *, steps: int | None = None,
+                 frozen_bn: bool = False) -> tuple[dict[str, float], torch.Tensor | None]:
     """One pass over ``train_loader``.
+
+    Variation-aware training draws its weights at ``cfg.sigma_at`` of the fractional epoch
+    (``steps`` batches per epoch; None: per epoch), the sigma ramp; ``frozen_bn`` keeps
+    batch-norm on its running statistics (``cfg.bn_stats`` "clean" / "noisy").
 
     Returns:
         ``({"loss", "penalty", "correct", "seen", "batches"} sums, the last input batch)``.
@@ -292,7 +382,10 @@ def _train_epoch(model: nn.Module, train_loader: Iterable, optimizer: torch.opti
     lam = cfg.lam
     hard = cfg.method == "lipschitz" and cfg.constraint == "hard"
     var_gen = torch.Generator(device=dev).manual_seed(cfg.seed * 100_003 + epoch + 7)
+    va = cfg.method == Variant.VARIATION_AWARE.method
     model.train()
+    if frozen_bn:
+        freeze_batchnorm(model)
     loss_sum = pen_sum = 0.0
     correct = seen = batches = 0
     x = None
@@ -300,8 +393,10 @@ def _train_epoch(model: nn.Module, train_loader: Iterable, optimizer: torch.opti
                disable=None if progress else True)
     for x, y in bar:
         x, y = x.to(dev), y.to(dev)
-        if cfg.method == Variant.VARIATION_AWARE.method and cfg.sigma > 0:
-            logits = functional_call(model, perturbed_weights(model, cfg.sigma, var_gen),
+        sigma_now = (cfg.sigma_at(epoch - 1 + (batches + 1) / steps if steps else epoch)
+                     if va else 0.0)
+        if va and sigma_now > 0:
+            logits = functional_call(model, perturbed_weights(model, sigma_now, var_gen),
                                      (x,), strict=False)
         else:
             logits = model(x)

@@ -7,8 +7,9 @@ File layout (``torch.save`` of a dict)::
 
 ``meta`` keys written by training (:func:`correctnet.training.train_model`): ``model``,
 ``dataset``, ``num_classes``, ``in_channels``, ``input_size``, ``output_scale``,
-``learn_output_scale``, ``method``, ``sigma``, ``beta``, ``k``, ``epoch``, ``epochs``,
-``test_accuracy`` (fraction), ``history``, ``train_config``; callers may add their own keys.
+``learn_output_scale``, ``width`` (VGG16's channel multiplier; absent = 1), ``method``,
+``sigma``, ``beta``, ``k``, ``epoch``, ``epochs``, ``test_accuracy`` (fraction), ``history``,
+``train_config``; callers may add their own keys.
 :func:`load_checkpoint` needs ``model`` and the shape keys to rebuild the network.
 
 Writes are atomic (:func:`correctnet.fileio.atomic_write`), so a killed
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from correctnet.errors import CheckpointError
+from correctnet.errors import CheckpointError, UsageError
 from correctnet.fileio import atomic_write
 from correctnet.workloads.models import build_model, output_scale_of
 
@@ -142,8 +143,12 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
                             in_channels=int(meta["in_channels"]),
                             input_size=int(meta["input_size"]),
                             output_scale=float(meta.get("output_scale", 1.0)),
-                            learn_output_scale=bool(meta.get("learn_output_scale", False)))
+                            learn_output_scale=bool(meta.get("learn_output_scale", False)),
+                            width=float(meta.get("width", 1.0)))
         model.load_state_dict(payload["state_dict"], strict=strict)
+    except UsageError as exc:
+        raise CheckpointError(f"checkpoint {path} has bad model settings in its meta: "
+                              f"{exc}") from exc
     except (ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit model {meta['model']!r} "
                               f"({meta['in_channels']} input channels, {meta['input_size']} px, "
