@@ -5,7 +5,8 @@ import itertools
 import pytest
 
 from correctnet.search.random_search import draw_plans, evaluated_plans, random_search
-from correctnet.search import PlanCache, SearchConfig, SearchError, rl_search
+from correctnet.errors import SearchError
+from correctnet.search import PlanCache, SearchConfig, rl_search
 from test_search import ACTIONS, BEST, LAYERS, make_evaluator, overhead
 
 

@@ -3,7 +3,8 @@
 The Fig. 9 candidate rule, the reward, the plan cache, the RL and exhaustive placement
 searches, the picklable plan evaluator, and the equal-cost digital-layer baseline.
 
-Modules: ``cache``, ``candidates``, ``digital_baseline``, ``evaluator``, ``placement``.
+Modules: ``cache``, ``candidates``, ``digital_baseline``, ``evaluator``, ``placement``,
+``random_search``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -26,6 +27,10 @@ _LAZY = {
     "rl_search": "correctnet.search.placement",
     "exhaustive_search": "correctnet.search.placement",
     "action_space_size": "correctnet.search.placement",
+    "RandomSearchResult": "correctnet.search.random_search",
+    "random_search": "correctnet.search.random_search",
+    "draw_plans": "correctnet.search.random_search",
+    "evaluated_plans": "correctnet.search.random_search",
     "DigitalBaseline": "correctnet.search.digital_baseline",
     "best_digital_layers": "correctnet.search.digital_baseline",
     "layer_costs": "correctnet.search.digital_baseline",
