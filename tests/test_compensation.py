@@ -153,3 +153,59 @@ def test_hardware_report_costs_the_compensators_digital_macs():
         assert rows[name]["macs"] == conv.out_channels * side * side * conv.in_channels
     assert report.digital["total"]["energy_j"] > 0
     assert report.cost_total["energy_j"] > report.total["energy_j"]
+
+
+def test_receptive_pool_averages_each_outputs_receptive_field():
+    """A valid 5x5 conv on 14x14 gives 10x10; pooled[i, j] = mean of x[i:i+5, j:j+5]."""
+    from correctnet.compensation.modules import ConvGenerator, make_compensated_layer
+
+    conv = torch.nn.Conv2d(3, 4, 5)
+    layer = make_compensated_layer(conv, 1.0)
+    gen = layer.generator
+    assert isinstance(gen, ConvGenerator) and gen.pool == "receptive"
+    x = torch.randn(2, 3, 14, 14)
+    pooled = gen.pooled(x, (10, 10))
+    i, j = 3, 7
+    assert torch.allclose(pooled[:, :, i, j], x[:, :, i:i + 5, j:j + 5].mean(dim=(-1, -2)),
+                          atol=1e-6)
+    adaptive = ConvGenerator(3, 4, 4, window=gen.window, pool="adaptive")
+    assert not torch.allclose(adaptive.pooled(x, (10, 10)), pooled)   # windows drift
+
+
+def test_receptive_pool_counts_zero_padding_like_the_conv():
+    from correctnet.compensation.modules import make_compensated_layer
+
+    conv = torch.nn.Conv2d(1, 2, 5, padding=2)
+    gen = make_compensated_layer(conv, 1.0).generator
+    x = torch.ones(1, 1, 8, 8)
+    pooled = gen.pooled(x, (8, 8))
+    assert pooled[0, 0, 0, 0] == pytest.approx(9 / 25)      # corner: 3x3 ones of 5x5
+    assert pooled[0, 0, 4, 4] == pytest.approx(1.0)
+
+
+def test_dilated_conv_falls_back_to_adaptive_and_bad_pool_is_refused():
+    from correctnet.compensation.modules import ConvGenerator, make_compensated_layer
+    from correctnet.errors import PlanError
+
+    gen = make_compensated_layer(torch.nn.Conv2d(1, 2, 3, dilation=2), 1.0).generator
+    assert gen.window is None
+    with pytest.raises(PlanError, match="generator pool"):
+        ConvGenerator(1, 2, 2, pool="max")
+
+
+def test_old_compensation_files_load_with_the_adaptive_pool(tmp_path):
+    from correctnet.compensation.modules import ConvGenerator, insert_compensation
+    from correctnet.compensation.train import load_compensation, save_compensation
+    from correctnet.workloads.models import build_model
+
+    base = build_model("lenet5")
+    comp = insert_compensation(base, {"features.conv2": 1.0})
+    path = save_compensation(tmp_path / "c.pt", comp, {"features.conv2": 1.0})
+    payload = torch.load(path, weights_only=True)
+    assert payload["generator_pool"] == "receptive"
+    loaded, _ = load_compensation(path, base)
+    assert {m.pool for m in loaded.modules() if isinstance(m, ConvGenerator)} == {"receptive"}
+    del payload["generator_pool"]                       # a file saved before the field
+    torch.save(payload, path)
+    loaded, _ = load_compensation(path, base)
+    assert {m.pool for m in loaded.modules() if isinstance(m, ConvGenerator)} == {"adaptive"}

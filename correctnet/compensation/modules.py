@@ -43,6 +43,7 @@ from correctnet.errors import PlanError
 __all__ = [
     "PlanError",
     "ConvGenerator",
+    "GENERATOR_POOLS",
     "ConvCompensator",
     "LinearGenerator",
     "LinearCompensator",
@@ -134,27 +135,72 @@ def generator_width(n: int, ratio: float) -> int:
     return max(1, int(round(ratio * n)))
 
 
+#: How a conv generator brings the layer's input to the output's size (see ConvGenerator).
+GENERATOR_POOLS: tuple[str, ...] = ("receptive", "adaptive")
+
+
 class ConvGenerator(nn.Module):
-    """Generator ``g = relu(W_g * concat(avgpool(x), y) + b_g)``, ``m`` 1x1 filters.
+    """Generator ``g = relu(W_g * concat(pool(x), y) + b_g)``, ``m`` 1x1 filters.
+
+    ``pool`` brings the layer's input ``x`` to the output's spatial size:
+
+    * ``"receptive"`` (default): the mean of each output position's receptive field, i.e.
+      ``avg_pool2d(x, kernel, stride, padding)`` with the base convolution's geometry
+      (zero padding counted, as the convolution sees it), so position ``(i, j)`` of the pooled
+      map summarises exactly the inputs that produced ``y[..., i, j]``. For a valid
+      (unpadded) convolution that shrinks the map this is what an adaptive pool gets wrong:
+      its windows tile the whole input and drift away from the receptive fields.
+    * ``"adaptive"``: ``adaptive_avg_pool2d(x, y.shape[-2:])`` (compensation files saved
+      before the receptive pool load with it, so they compute what they did).
+
+    A geometry the receptive pool cannot express (dilation, padding > kernel / 2) falls back
+    to the adaptive pool.
 
     Args:
         in_channels: ``l``, channels of the layer's input.
         out_channels: ``n``, channels of the layer's output.
         m: Generator filters.
+        window: ``(kernel_size, stride, padding, dilation)`` of the base convolution (pairs);
+            None: adaptive pool.
+        pool: One of :data:`GENERATOR_POOLS`.
 
     Shape:
         x: ``(B, l, H_in, W_in)``, y: ``(B, n, H, W)`` -> ``(B, m, H, W)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, m: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, m: int, *,
+                 window: tuple | None = None, pool: str = "receptive") -> None:
         super().__init__()
+        if pool not in GENERATOR_POOLS:
+            raise PlanError(f"generator pool must be one of {GENERATOR_POOLS}, got {pool!r}")
         self.conv = PointwiseConv(in_channels + out_channels, m)
+        self.pool = pool
+        self.window = window if pool == "receptive" and _receptive_ok(window) else None
+
+    def pooled(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``x`` pooled to ``size`` (see the class docstring); the identity at equal size."""
+        if self.window is not None:
+            kernel, stride, padding, _ = self.window
+            if tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
+                return x
+            out = F.avg_pool2d(x, kernel, stride, padding, count_include_pad=True)
+            if tuple(out.shape[-2:]) == tuple(size):
+                return out
+        # same size: the pool is the identity (each window one element), so it is skipped
+        return x if tuple(x.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(x, size)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Pool ``x`` to ``y``'s spatial size (adaptive average), concat, 1x1 conv, ReLU."""
-        # same size: the pool is the identity (each window one element), so it is skipped
-        pooled = x if x.shape[-2:] == y.shape[-2:] else F.adaptive_avg_pool2d(x, y.shape[-2:])
-        return F.relu(self.conv([pooled, y]))
+        """Pool ``x`` to ``y``'s spatial size, concat, 1x1 conv, ReLU."""
+        return F.relu(self.conv([self.pooled(x, y.shape[-2:]), y]))
+
+
+def _receptive_ok(window: tuple | None) -> bool:
+    """Whether ``avg_pool2d`` can average exactly the receptive fields of this geometry."""
+    if window is None:
+        return False
+    kernel, _, padding, dilation = window
+    return (tuple(dilation) == (1, 1) and not isinstance(padding, str)
+            and all(2 * p <= k for p, k in zip(padding, kernel)))
 
 
 class ConvCompensator(nn.Module):
@@ -282,12 +328,14 @@ def compensation_cost(module: nn.Module, ratio: float) -> int:
     return m * (n_in + n_out) + m + n_out * (n_out + m) + n_out
 
 
-def make_compensated_layer(module: nn.Module, ratio: float) -> CompensatedLayer:
+def make_compensated_layer(module: nn.Module, ratio: float, *,
+                           pool: str = "receptive") -> CompensatedLayer:
     """Wrap ``module`` in a :class:`CompensatedLayer` with a fresh generator/compensator.
 
     Args:
         module: Conv2d or Linear layer (shared, not copied).
         ratio: Compensation ratio ``m / n`` (> 0).
+        pool: How a conv generator pools the input (:class:`ConvGenerator`).
 
     Returns:
         The wrapper; its output equals ``module``'s output until trained.
@@ -295,7 +343,9 @@ def make_compensated_layer(module: nn.Module, ratio: float) -> CompensatedLayer:
     kind, n_in, n_out = _layer_dims(module)
     m = generator_width(n_out, ratio)
     if kind == "conv":
-        gen: nn.Module = ConvGenerator(n_in, n_out, m)
+        window = tuple(_pair(getattr(module, a)) for a in
+                       ("kernel_size", "stride", "padding", "dilation"))
+        gen: nn.Module = ConvGenerator(n_in, n_out, m, window=window, pool=pool)
         comp: nn.Module = ConvCompensator(n_out, m)
     else:
         gen = LinearGenerator(n_in, n_out, m)
@@ -305,6 +355,10 @@ def make_compensated_layer(module: nn.Module, ratio: float) -> CompensatedLayer:
         gen.to(device=weight.device, dtype=weight.dtype)
         comp.to(device=weight.device, dtype=weight.dtype)
     return CompensatedLayer(module, gen, comp, ratio)
+
+
+def _pair(v):
+    return v if isinstance(v, str) else tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def compensable_layers(model: nn.Module) -> list[str]:
@@ -338,7 +392,8 @@ def _check_plan(model: nn.Module, plan: Mapping[str, float]) -> dict[str, float]
 
 
 def insert_compensation(
-    model: nn.Module, plan: Mapping[str, float], *, inplace: bool = False
+    model: nn.Module, plan: Mapping[str, float], *, inplace: bool = False,
+    pool: str = "receptive",
 ) -> nn.Module:
     """Replace every layer named in ``plan`` by a :class:`CompensatedLayer`.
 
@@ -346,6 +401,7 @@ def insert_compensation(
         model: A float network (not yet converted to crossbars).
         plan: ``{layer_name: ratio}``; ratios <= 0 mean "no compensation".
         inplace: Modify ``model`` instead of a deep copy.
+        pool: How conv generators pool the layer input (:class:`ConvGenerator`).
 
     Returns:
         The compensated model; untrained, it computes the same function.
@@ -359,7 +415,7 @@ def insert_compensation(
     for name, ratio in plan.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, make_compensated_layer(getattr(parent, child), ratio))
+        setattr(parent, child, make_compensated_layer(getattr(parent, child), ratio, pool=pool))
     return model
 
 

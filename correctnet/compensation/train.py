@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from correctnet.compensation.modules import (
+    ConvGenerator,
     PlanError,
     compensated_layers,
     compensation_parameters,
@@ -216,8 +217,10 @@ def save_compensation(path: str | os.PathLike, model: nn.Module, plan: Mapping[s
     """Write plan + compensator weights atomically (:func:`correctnet.fileio.atomic_write`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    pools = {m.pool for m in model.modules() if isinstance(m, ConvGenerator)}
     payload = {"format": "correctnet-compensation", "plan": normalize_plan(plan),
-               "state": compensation_state(model), "meta": dict(meta or {})}
+               "state": compensation_state(model), "meta": dict(meta or {}),
+               "generator_pool": pools.pop() if len(pools) == 1 else "receptive"}
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -240,7 +243,9 @@ def load_compensation(path: str | os.PathLike, base: nn.Module) -> tuple[nn.Modu
     if not isinstance(payload, dict) or payload.get("format") != "correctnet-compensation":
         raise CheckpointError(f"{path} is not a correctnet compensation file")
     try:
-        model = insert_compensation(base, payload["plan"])
+        # files from before the receptive-field pool were trained with the adaptive one
+        model = insert_compensation(base, payload["plan"],
+                                    pool=payload.get("generator_pool", "adaptive"))
         missing, unexpected = model.load_state_dict(payload["state"], strict=False)
     except (PlanError, RuntimeError) as exc:
         raise CheckpointError(f"compensation {path} does not fit this network: {exc}") from exc
