@@ -50,7 +50,7 @@ def test_reproduce_width_errors_are_one_line(tmp_path, capsys):
 
 
 def test_tiny_width_vgg_reproduce_end_to_end(tmp_path):
-    preset = dataclasses.replace(get_preset("tiny"), width=0.0625, sweep_sigmas=(0.5,),
+    preset = dataclasses.replace(get_preset("tiny"), width=0.0625, sweep_sigmas=(0.5,), seeds=1,
                                  candidate_test_limit=50, search_test_limit=50)
     out = tmp_path / "run"
     results = Pipeline("vgg16_bn", "fashion-mnist", 0.5, out, preset, progress=False).run()

@@ -54,4 +54,6 @@ def test_notebook_02_correctnet(tmp_path, monkeypatch):
     assert "exhaustive: {'a': 1.0, 'b': 1.0}" in text, text
     assert images == 2
     report = json.loads((tmp_path / "run02" / "report.json").read_text())
-    assert set(report["variants"]) == {"plain", "lipschitz", "variation_aware", "correctnet"}
+    assert set(report["variants"]) == {"plain", "lipschitz", "variation_aware", "correctnet",
+                                       "variation_aware_compensated", "digital_baseline",
+                                       "digital_baseline_plain"}

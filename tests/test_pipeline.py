@@ -293,3 +293,15 @@ def test_report_has_lambda_and_per_layer_spectral_norms(tiny_run):
             assert d["binds"] == (abs(d["sigma_max"] - report["lambda"]) <= 0.1 * report["lambda"])
     md = (tiny_run["out"] / "report.md").read_text()
     assert "## Spectral norms per layer" in md and "features.conv1" in md
+
+
+def test_choose_plan_by_accuracy_reward_and_untrained_limits():
+    from correctnet.study.compensation_stages import choose_plan
+
+    a = {"plan": {"a": 1.0}, "mean": 0.80, "std": 0.05, "overhead": 0.01, "reward": 0.74}
+    b = {"plan": {"b": 1.0}, "mean": 0.82, "std": 0.09, "overhead": 0.02, "reward": 0.71}
+    c = {"plan": {"c": 1.0}, "mean": 0.82, "std": 0.01, "overhead": 0.03, "reward": 0.78}
+    over = {"plan": {"d": 1.0}, "mean": None, "std": None, "overhead": 0.05, "reward": -0.05}
+    assert choose_plan([a, b, c, over], "accuracy") is b      # ties: the smaller overhead
+    assert choose_plan([a, b, c, over], "reward") is c
+    assert choose_plan([over], "accuracy") is over            # nothing trained: the reward

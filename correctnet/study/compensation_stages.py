@@ -177,10 +177,12 @@ def choose_plan(solutions: list[dict], how: str) -> dict:
             or ``"reward"`` (the best search reward, ``mean - std``-like).
 
     Returns:
-        The chosen entry.
+        The chosen entry. A search that found no plan within its limit has ``mean`` None and
+        is passed over by ``"accuracy"``; if none found one, the reward decides.
     """
-    if how == "accuracy":
-        return max(solutions, key=lambda s: (s["mean"], -s["overhead"]))
+    trained = [s for s in solutions if s["mean"] is not None]
+    if how == "accuracy" and trained:
+        return max(trained, key=lambda s: (s["mean"], -s["overhead"]))
     return max(solutions, key=lambda s: s["reward"])
 
 
