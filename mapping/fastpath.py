@@ -1,7 +1,7 @@
 """Monte-Carlo fast path: crossbar layers run the fused kernel of :mod:`mapping.kernels`.
 
-While installed, a crossbar layer's ``forward`` calls :class:`FastState` instead of its
-backend: the effective weight of the current device sample (from xbar, after ``program``)
+The ``fused`` execution strategy (:class:`mapping.execution.FusedExecution`) calls
+:func:`fused_forward`: the effective weight of the current device sample (from xbar, after ``program``)
 goes through the fused im2col + DAC + tiled MAC + ADC kernel, with no im2col matrix in memory.
 The first layer of a network can also return a precomputed output (``override``), computed
 for several device samples at once from one DAC quantisation of its (shared) input. A conv
@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .layers import CrossbarConv2d, CrossbarLayer
 
 
 class LayerStatics:
     """Per-layer constants of the fused kernel: tiles, converter gains, bias, geometry."""
 
-    def __init__(self, layer: CrossbarLayer) -> None:
+    def __init__(self, layer) -> None:
         cfg = layer.config
         dac, adc = cfg.dac, cfg.adc
         xb = layer.crossbar
@@ -53,7 +52,7 @@ class LayerStatics:
         b = layer.bias
         self.bias = (np.zeros(n_out, np.float32) if b is None
                      else b.detach().cpu().numpy().astype(np.float32).ravel())
-        self.conv = isinstance(layer, CrossbarConv2d)
+        self.conv = bool(layer.is_conv)
         if self.conv:
             self.kernel = tuple(int(v) for v in layer.kernel_size)
             self.stride = tuple(int(v) for v in layer.stride)
@@ -63,7 +62,7 @@ class LayerStatics:
         self.n_out = n_out
 
 
-def sample_weights(layer: CrossbarLayer) -> np.ndarray:
+def sample_weights(layer) -> np.ndarray:
     """The programmed weight the tiles apply (IR drop included), kernel layout ``(K, O)``."""
     return np.ascontiguousarray(layer.crossbar.circuit_weight().T)
 
@@ -108,7 +107,7 @@ class PostOps:
 _NO_POOL = np.zeros(8, dtype=np.int64)
 
 
-def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
+def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
                   wt: np.ndarray, *, post: PostOps | None = None) -> torch.Tensor:
     """Run ``layer`` on ``x`` for ``S`` device samples with the fused kernel.
 
@@ -153,7 +152,13 @@ def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
     return y
 
 
-def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
+def fused_matmul(st: LayerStatics, rows: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
+    """``rows @ W_eff.T`` of ``S`` samples without bias (any layer's matrix), ``(S, N, O)``."""
+    return _linear_blas(st, rows, wt, bias=np.zeros_like(st.bias))
+
+
+def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray,
+                 bias: np.ndarray | None = None) -> torch.Tensor:
     """Linear layer: DAC kernel, one BLAS GEMM per row tile (all samples), ADC kernel."""
     n_s, n_k, n_o = wt.shape
     lead = x.shape[:-1]
@@ -173,31 +178,9 @@ def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray) -> torch.Ten
     pn = p.numpy()
     for s in range(n_s):
         ps = np.ascontiguousarray(pn[:, :, s * n_o:(s + 1) * n_o]) if n_s > 1 else pn
-        kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales, st.bias, out[s])
+        kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales,
+                         st.bias if bias is None else bias, out[s])
     return torch.from_numpy(out).reshape(n_s, *lead, n_o)
-
-
-class FastState:
-    """Installed as ``layer._fast`` by the Monte-Carlo engine (see the module docstring)."""
-
-    def __init__(self, layer: CrossbarLayer) -> None:
-        self.statics = LayerStatics(layer)
-        self.wt: np.ndarray | None = None          # (1, K, O) current sample
-        self.override: torch.Tensor | None = None  # precomputed output for the next call
-        self.post: PostOps | None = None           # ReLU/max-pool fused after a conv
-        self.calls = 0                             # outputs served (kernel or override)
-
-    def __call__(self, layer: CrossbarLayer, x: torch.Tensor) -> torch.Tensor:
-        """Return the override if set, else run the current sample through the kernel."""
-        self.calls += 1
-        if self.override is not None:
-            out, self.override = self.override, None
-            return out
-        unbatched = self.statics.conv and x.dim() == 3
-        if unbatched:
-            x = x.unsqueeze(0)
-        y = fused_forward(self.statics, layer, x, self.wt, post=self.post)[0]
-        return y[0] if unbatched else y
 
 
 def warmup() -> float:
