@@ -1,4 +1,4 @@
-"""Programming, layer selection, the legacy backend alias and torch-side variation for converted models.
+"""Programming, layer selection, the legacy backend alias and torch-side variation.
 
 Layer selection (the paper's "variation in layers i..L"): ``layers=None`` selects every
 crossbar layer; a ``range``/``slice`` selects 0-based indices into :func:`crossbar_layers`

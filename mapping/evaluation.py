@@ -126,8 +126,9 @@ def evaluate_accuracy(model: nn.Module, data: Iterable, *,
         NumericalError: NaN/inf logits.
 
     Note:
-        With Numba-run crossbar layers (``reference``/``fused``) on CPU, torch runs single-threaded during the
-        evaluation (its spinning OpenMP workers would starve Numba's), then is restored.
+        With Numba-run crossbar layers (``reference``/``fused``) on CPU, torch runs
+        single-threaded during the evaluation (its spinning OpenMP workers would starve
+        Numba's), then is restored.
     """
     dev = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training

@@ -78,7 +78,7 @@ class ReferenceExecution(Execution):
     uses_numba = True
 
     def matmul(self, layer, rows: torch.Tensor) -> torch.Tensor:
-        """xbar's product on the cells of the last ``program`` / ``program_ideal``.
+        """Xbar's product on the cells of the last ``program`` / ``program_ideal``.
 
         Raises:
             NotProgrammedError: the layer holds a torch ``resample()`` draw, or its weight

@@ -1,8 +1,9 @@
 """Monte-Carlo fast path: crossbar layers run the fused kernel of :mod:`mapping.kernels`.
 
 The ``fused`` execution strategy (:class:`mapping.execution.FusedExecution`) calls
-:func:`fused_forward`: the effective weight of the current device sample (from xbar, after ``program``)
-goes through the fused im2col + DAC + tiled MAC + ADC kernel, with no im2col matrix in memory.
+:func:`fused_forward`: the effective weight of the current device sample (from xbar, after
+``program``) goes through the fused im2col + DAC + tiled MAC + ADC kernel, with no im2col
+matrix in memory.
 The first layer of a network can also return a precomputed output (``override``), computed
 for several device samples at once from one DAC quantisation of its (shared) input. A conv
 can also apply the digital ReLU / max-pool that follow it (:class:`PostOps`, bit-exact).

@@ -83,6 +83,7 @@ def install_fusion(model, states, fusable, probe) -> list:
 
 
 def remove_fusion(states, saved) -> None:
+    """Put the skipped modules back and clear every strategy's fused ops."""
     for parent, key, module in reversed(saved):
         parent._modules[key] = module
     for st in states.values():

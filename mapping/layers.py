@@ -110,8 +110,10 @@ class CrossbarLayer(nn.Module):
 
     @property
     def backend(self) -> str:
-        """Legacy view of :attr:`execution`: ``"torch"`` for the torch strategies, else
-        ``"numba"``. Setting it (``"numba"``, ``"torch"``, None) sets the execution."""
+        """Legacy view of :attr:`execution`: ``"numba"`` (Numba-run) or ``"torch"``.
+
+        Setting it (``"numba"``, ``"torch"``, None) sets the execution.
+        """
         return "numba" if self.execution.uses_numba else "torch"
 
     @backend.setter
