@@ -33,20 +33,19 @@ class LayerStatics:
         dac, adc = cfg.dac, cfg.adc
         xb = layer.crossbar
         self.bounds = np.asarray(xb.row_splits, dtype=np.int64)
-        self.q_dac = float(2 ** (dac.bits - 1) - 1) if dac.bits is not None else 0.0
-        self.q_adc = float(2 ** (adc.bits - 1) - 1) if adc.bits is not None else 0.0
+        self.q_dac = xbar.code_levels(dac.bits)
+        self.q_adc = xbar.code_levels(adc.bits)
         self.in_range = float(dac.input_range or 0.0)
         self.dac_mode = int(dac.bits is not None or dac.input_range is not None
                             or adc.bits is not None)
+        self.periph = np.array([self.dac_mode, self.q_dac, self.in_range, self.q_adc],
+                               dtype=np.float64)       # see mapping/kernels.py
         n_t = len(self.bounds) - 1
         n_out = xb.shape[0]
         if adc.bits is not None:
-            f = xb.adc_full_scale()
-            in_div = self.q_dac if self.q_dac else 1.0
-            with np.errstate(divide="ignore"):
-                self.gain = np.where(f > 0.0, self.q_adc / (f * in_div), 0.0)
-            self.step = np.ascontiguousarray(f / self.q_adc)
-        else:
+            self.gain, self.step = xbar.adc_gain_step(xb.adc_full_scale(), adc.bits, dac.bits)
+            self.step = np.ascontiguousarray(self.step, dtype=np.float64)
+        else:   # no ADC: the digital sum only rescales the DAC codes
             self.gain = np.ones((n_t, n_out))
             self.step = np.full((n_t, n_out), 1.0 / self.q_dac if self.q_dac else 1.0)
         self.gain = np.ascontiguousarray(self.gain, dtype=np.float64)
@@ -133,19 +132,17 @@ def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
     xn = np.ascontiguousarray(layer.padded_input(x).detach().numpy(), dtype=np.float32)
     xn = xn[None]
     # vectorise over positions when there are many (or few channels), else over channels
+    geom = np.array([*st.kernel, *st.stride, *st.dilation, ho, wo], dtype=np.int64)
     if st.n_out < 32 or ho * wo >= 64:
         hq, wq = post.out_size(ho, wo) if post is not None else (ho, wo)
         out = np.empty((n_s, b, st.n_out, hq, wq), dtype=np.float32)
         pool = post.pool if post is not None and post.pool is not None else _NO_POOL
-        kernels.analog_conv_positions(
-            xn, wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode, st.q_dac, st.in_range,
-            st.q_adc, st.kernel[0], st.kernel[1], st.stride[0], st.stride[1], st.dilation[0],
-            st.dilation[1], ho, wo, int(post is not None and post.relu), pool, out)
+        kernels.analog_conv_positions(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph,
+                                      geom, int(post is not None and post.relu), pool, out)
         return torch.from_numpy(out)
     out = np.empty((n_s, b, st.n_out, ho, wo), dtype=np.float32)
-    kernels.analog_conv_forward(xn[0], wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode,
-                                st.q_dac, st.in_range, st.q_adc, st.kernel[0], st.kernel[1],
-                                st.stride[0], st.stride[1], st.dilation[0], st.dilation[1], out)
+    kernels.analog_conv_forward(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom,
+                                out)
     y = torch.from_numpy(out)
     if post is not None:
         y = post.apply_torch(y.reshape(n_s * b, *y.shape[2:]))
@@ -167,7 +164,7 @@ def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray,
     n = xn.shape[0]
     codes = np.empty_like(xn)
     scales = np.empty(n, dtype=np.float64)
-    kernels.dac_rows(xn, st.dac_mode, st.q_dac, st.in_range, codes, scales)
+    kernels.dac_rows(xn, st.periph, codes, scales)
     n_t = len(st.bounds) - 1
     w_all = torch.from_numpy(wt).permute(1, 0, 2).reshape(n_k, n_s * n_o)   # (K, S*O)
     c = torch.from_numpy(codes)
@@ -195,17 +192,20 @@ def warmup() -> float:
     """
     t0 = time.perf_counter()
     xbar.warmup()
-    x = np.ones((1, 1, 2, 2), np.float32)
+    x = np.ones((1, 1, 1, 2, 2), np.float32)
     wt = np.ones((1, 4, 2), np.float32)
     g = np.ones((1, 2))
     out = np.empty((1, 1, 2, 1, 1), np.float32)
-    args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), 1, 127.0, 0.0,
-            127.0, 2, 2, 1, 1, 1, 1)
+    periph = np.array([1.0, 127.0, 0.0, 127.0])
+    geom = np.array([2, 2, 1, 1, 1, 1, 1, 1], np.int64)
+    pool = np.array([1, 1, 1, 1, 0, 0, 1, 1], np.int64)
+    args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), periph, geom)
     kernels.analog_conv_forward(x, *args, out)
-    kernels.analog_conv_positions(x[None], *args, 1, 1, 1, np.array([1, 1, 1, 1, 0, 0, 1, 1]), out)
+    kernels.analog_conv_positions(x, *args, 1, pool, out)
+    kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)
-    kernels.dac_rows(xr, 1, 127.0, 0.0, np.empty_like(xr), s)
+    kernels.dac_rows(xr, periph, np.empty_like(xr), s)
     kernels.adc_rows(np.ones((1, 2, 2), np.float32), g, g, 127.0, s, np.zeros(2, np.float32),
                      np.empty((2, 2), np.float32))
     return time.perf_counter() - t0
