@@ -27,7 +27,7 @@ from torch import nn
 from xbar import TiledCrossbar, XbarConfig, balanced_splits
 
 from . import execution as _execution
-from . import torch_ops
+from . import torch_ops, torch_weights
 from .errors import ArgumentTypeError, BackendError, NotProgrammedError, UnsupportedLayerError
 
 #: Legacy backend names accepted by :func:`mapping.set_backend` (aliases of executions).
@@ -178,76 +178,16 @@ class CrossbarLayer(nn.Module):
         self._noise = None
 
     # ------------------------------------------------------------------ torch maths
-    def _target(self, w: torch.Tensor) -> torch.Tensor:
-        """Level-quantised target weights (straight-through), as xbar programs them."""
-        levels = self.config.device.levels
-        if levels is None:
-            return w
-        w_max = w.detach().abs().amax().clamp_min(1e-30)
-        a = torch_ops.round_ste(w.abs() / w_max * (levels - 1)) / (levels - 1) * w_max
-        return torch.sign(w) * a
-
-    def _varied(self, w_t: torch.Tensor) -> torch.Tensor:
-        z_pos, z_neg = self._noise
-        if z_neg is None:
-            return w_t * torch.exp(z_pos)
-        d = self.config.device
-        w_max = self.weight.detach().abs().amax()                    # xbar's weight_scale
-        w_max = torch.where(w_max > 0, w_max, torch.ones_like(w_max))
-        k = (d.g_max - d.g_min) / w_max
-        gp = d.g_min + torch.relu(w_t) * k
-        gn = d.g_min + torch.relu(-w_t) * k
-        return (gp * torch.exp(z_pos) - gn * torch.exp(z_neg)) / k
-
     def torch_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Effective weight and ADC full scale used by the torch backend.
+        """Effective weight and ADC full scale of the torch strategies.
+
+        See :func:`mapping.torch_weights.torch_weight`.
 
         Returns:
             ``(w_eff, F)``: ``(out, in)`` on the weight's device (carrying gradients to
             ``weight``), and ``(n_row_tiles, out)`` full scales (weight units, no gradient).
         """
-        w = self.weight_matrix()
-        dev = w.device
-        if self.config.tile.has_ir_drop:
-            return self._ir_torch_weight(w)
-        if self._noise is not None or self._mode == "ideal":
-            w_t = self._target(w)          # live weights: training updates are seen at once
-            bounds = self.row_bounds()
-            fs = self.config.adc.full_scale * torch.stack(
-                [w_t.detach()[:, a:b].abs().sum(1) for a, b in zip(bounds[:-1], bounds[1:])])
-            return (w_t if self._noise is None else self._varied(w_t)), fs
-        if self._mode == "unprogrammed":
-            raise NotProgrammedError("crossbar layer is not programmed; call program() first")
-        cache = self._torch_cache
-        if cache.get("device") is None or cache["w_eff"].device != dev:
-            cache["w_eff"] = torch.from_numpy(self.crossbar.effective_weight()).to(dev)
-            cache["fs"] = torch.from_numpy(self.crossbar.adc_full_scale()).to(dev, torch.float32)
-            cache["device"] = dev
-        w_eff = cache["w_eff"].to(w.dtype)
-        return w + (w_eff - w).detach(), cache["fs"]
-
-    def _ir_torch_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Torch-backend weight with IR drop: xbar's solved tiles, gradient straight through.
-
-        Raises:
-            BackendError: the layer holds a :meth:`resample` draw (torch cannot solve the
-                resistive network).
-            NotProgrammedError: unprogrammed, or the weight changed since programming.
-        """
-        if self._noise is not None:
-            raise BackendError("tile.line_resistance > 0: the torch backend cannot apply IR "
-                               "drop to a resample() draw; call program() (xbar solves the "
-                               "tiles) or clear_variation()")
-        if self._mode == "unprogrammed":
-            raise NotProgrammedError("crossbar layer is not programmed; call program() first")
-        self._refresh_or_fail()
-        cache = self._torch_cache
-        if cache.get("device") is None or cache["w_eff"].device != w.device:
-            cache["w_eff"] = torch.from_numpy(self.crossbar.circuit_weight()).to(w.device)
-            cache["fs"] = torch.from_numpy(self.crossbar.adc_full_scale()).to(w.device,
-                                                                                torch.float32)
-            cache["device"] = w.device
-        return w + (cache["w_eff"].to(w.dtype) - w).detach(), cache["fs"]
+        return torch_weights.torch_weight(self)
 
     def analog_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W_eff.T`` through DAC, tiles and ADC on the current execution (no bias).
