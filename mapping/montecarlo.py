@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batched import batched_run
+from .batched import group_size as batched_group
 from .control import LayerSelection, _layers_or_fail, program, select_layers
 from .errors import DataError, MappingError, NumericalError
 from .evaluation import (_count_correct, _inputs_fit, _model_device, evaluate_accuracy,
@@ -47,7 +49,7 @@ _GROUP_BYTES = 256 * 2**20
 #: Bytes allowed for the effective weights of one sample group.
 _STATE_BYTES = 256 * 2**20
 #: Names accepted by ``run_monte_carlo(engine=...)``.
-_ENGINES = ("auto", "fused", "reference")
+_ENGINES = ("auto", "fused", "reference", "batched")
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ class MonteCarloResult:
         layers: Names of the varied crossbar layers.
         n_images: Images evaluated per sample.
         seconds: Wall-clock time of the run.
-        engine: How the samples ran: ``"fused"`` (the fast path of :mod:`mapping.fastpath`)
-            or ``"reference"`` (program each sample, then evaluate the model as it is).
+        engine: How the samples ran: ``"fused"`` (the fast path of :mod:`mapping.fastpath`),
+            ``"reference"`` (program each sample, then evaluate the model as it is) or
+            ``"batched"`` (several samples per torch pass, :mod:`mapping.batched`).
         fused_layers: Names of the crossbar layers whose outputs came from the fused kernel
             (every crossbar layer the forward pass reaches, wherever it sits in the module
             tree, e.g. inside a digital wrapper); empty for the reference engine.
@@ -147,7 +150,8 @@ def _capture_input(model, layer, x):
 
 def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, seed: int = 0,
                     layers: LayerSelection = None, progress: bool = True,
-                    group_size: int | None = None, engine: str = "auto") -> MonteCarloResult:
+                    group_size: int | None = None, engine: str = "auto",
+                    device: torch.device | str | None = None) -> MonteCarloResult:
     """Accuracy of a converted model over ``samples`` device samples.
 
     Args:
@@ -158,7 +162,8 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         seed: Seed of the samples (int >= 0); the same seed gives the same accuracies.
         layers: Varied layers (see :func:`mapping.program`); the others are exact.
         progress: Show a tqdm bar over samples.
-        group_size: Samples sharing one first-layer pass (fast path); default chosen by memory.
+        group_size: Samples sharing one first-layer pass (fast path) or one forward pass
+            (batched engine); default chosen by memory.
         engine: ``"auto"`` (the fused fast path where it applies -- CPU, no read noise --
             else the reference loop), ``"fused"`` (the fast path, or an error) or
             ``"reference"`` (program each sample and evaluate the model as it is, e.g. to
@@ -166,6 +171,9 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
             to rare one-step ADC flips (summation order). Digital modules anywhere in the
             model (e.g. a compensator wrapped around a crossbar layer) run as plain torch
             in both; :attr:`MonteCarloResult.engine` and ``fused_layers`` say what ran.
+            ``"batched"`` (:mod:`mapping.batched`): ``S`` samples per torch pass, the
+            default on a CUDA ``device``.
+        device: Where to run (the model is moved there); default the model's device.
 
     Returns:
         The :class:`MonteCarloResult`.
@@ -176,8 +184,9 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         NumericalError: a device sample gives NaN/inf logits (e.g. sigma so large that
             ``exp(theta)`` overflows); no accuracy is reported.
         LayerSelectionError: no crossbar layers or a bad ``layers``.
-        MappingError: ``engine`` is not one of the three names, or ``"fused"`` is asked for
-            a model the fast path cannot run (on CUDA, or with read noise).
+        MappingError: ``engine`` is not one of the four names, ``"fused"`` is asked for
+            a model the fast path cannot run (on CUDA, or with read noise), or
+            ``"batched"`` for a model with read noise.
     """
     if engine not in _ENGINES:
         raise MappingError(f"engine must be one of {', '.join(map(repr, _ENGINES))}, "
@@ -195,7 +204,15 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
     n_images = sum(len(y) for _, y in batches)
     was_training = model.training
     model.eval()
-    fast = (_model_device(model).type == "cpu"
+    if device is not None:
+        model.to(device)
+    no_noise = all(layer.config.device.read_noise == 0 for _, layer in entries)
+    batched = engine == "batched" or (engine == "auto" and _model_device(model).type != "cpu"
+                                      and no_noise)
+    if batched and not no_noise:
+        raise MappingError("engine='batched' models no read noise (it stacks xbar's programmed "
+                           "cells); use engine='reference'")
+    fast = (not batched and _model_device(model).type == "cpu"
             and all(layer.config.device.read_noise == 0 for _, layer in entries)
             and all(p.device.type == "cpu" for p in model.parameters()))
     if engine == "fused" and not fast:
@@ -206,7 +223,10 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
     fused: list[str] = []
     bar = tqdm(total=samples, desc="Monte-Carlo", disable=not progress, leave=False)
     try:
-        if fast:
+        if batched:
+            acc = batched_run(model, entries, batches, seqs, layers, _model_device(model),
+                              group_size or batched_group(entries, samples), bar)
+        elif fast:
             acc, fused = _fast_run(model, entries, batches, seqs, layers, group_size, bar)
         else:
             acc = []
@@ -219,7 +239,8 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         model.train(was_training)
     return MonteCarloResult.from_accuracies(acc, seed=seed, layers=names, n_images=n_images,
                                             seconds=time.perf_counter() - t0,
-                                            engine="fused" if fast else "reference",
+                                            engine=("batched" if batched else "fused" if fast
+                                                    else "reference"),
                                             fused_layers=fused)
 
 

@@ -158,3 +158,36 @@ def test_fused_execution_refuses_a_torch_draw():
     set_execution(analog, "fused")
     with pytest.raises(mapping.NotProgrammedError, match="resample"):
         analog(torch.randn(1, 1, 28, 28))
+
+
+@pytest.mark.parametrize("cfg", sorted(CONFIGS))
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_batched_samples_do_not_depend_on_the_group_size(net, cfg):
+    build, side = NETS[net]
+    model = build()
+    data = teacher_data(model, side)
+    analog = convert_to_crossbar(model, CONFIGS[cfg])
+    one = run_monte_carlo(analog, data, samples=3, seed=4, progress=False, engine="batched",
+                          group_size=1)
+    three = run_monte_carlo(analog, data, samples=3, seed=4, progress=False, engine="batched",
+                            group_size=3)
+    ref = run_monte_carlo(analog, data, samples=3, seed=4, progress=False, engine="reference")
+    assert one.engine == "batched" and ref.engine == "reference"
+    np.testing.assert_array_equal(one.accuracies, three.accuracies)
+    # the same cells; float32 sums in another order may move an image at a rounding boundary
+    assert np.abs(one.accuracies - ref.accuracies).max() <= 1 / one.n_images + 1e-12
+    assert set(executions(analog).values()) == {"reference"}      # restored after the run
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_samples_on_cuda_match_the_cpu():
+    model = compensated_lenet()
+    data = teacher_data(model, 28)
+    analog = convert_to_crossbar(model, CONFIGS["8-bit"])
+    cpu = run_monte_carlo(analog, data, samples=4, seed=4, progress=False, engine="batched")
+    gpu = run_monte_carlo(analog, data, samples=4, seed=4, progress=False, device="cuda")
+    assert gpu.engine == "batched"
+    assert np.abs(cpu.accuracies - gpu.accuracies).max() <= 1 / cpu.n_images + 1e-12
+    analog.cpu()
+    ref = run_monte_carlo(analog, data, samples=4, seed=4, progress=False, engine="fused")
+    assert np.abs(ref.accuracies - gpu.accuracies).max() <= 1 / cpu.n_images + 1e-12
