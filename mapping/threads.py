@@ -63,12 +63,15 @@ def thread_counts() -> dict[str, int]:
 
 @contextlib.contextmanager
 def torch_single_threaded(active: bool = True) -> Iterator[None]:
-    """Run torch with one intra-op thread inside the block (restored after), if ``active``."""
-    if not active:
-        yield
-        return
+    """Run torch with one intra-op thread inside the block, if ``active``.
+
+    torch's count is set back on exit even when not ``active``: ``torch.set_num_threads``
+    also fixes the count of the libraries under torch (OpenMP, its LAPACK), whose last bits
+    (e.g. an SVD's) depend on it, so every evaluation leaves torch in the same state.
+    """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if active:
+        torch.set_num_threads(1)
     try:
         yield
     finally:

@@ -153,13 +153,12 @@ def run(args: argparse.Namespace) -> int:
     from correctnet.hardware import xbar_config
     from correctnet.runstore import ensure_output_dir, write_json
 
+    import torch
 
     if args.out:
         ensure_output_dir(args.out)   # before the training, not after it
     if args.threads > 0:
-        from mapping import set_threads
-
-        set_threads(args.threads)   # torch, Numba and BLAS (mapping/threads.py)
+        torch.set_num_threads(args.threads)
     model, meta = load_checkpoint(args.checkpoint)
     model.eval()
     plan = resolve_plan(args.plan, compensable_layers(model))

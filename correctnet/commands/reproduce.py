@@ -70,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from correctnet.presets import get_preset
     from correctnet.report import markdown_table
 
+    import torch
 
     if args.threads > 0:
-        from mapping import set_threads
-
-        set_threads(args.threads)   # torch, Numba and BLAS (mapping/threads.py)
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     preset = get_preset(args.preset)
     if args.base is not None:
