@@ -77,7 +77,7 @@ _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
 def vgg16_bn(width: int = 8, in_channels: int = 1) -> nn.Module:
     """VGG16 with batch-norm at ``1/width`` of the channels, 28x28 inputs zero-padded to 32.
 
-    Built here (the layout of ``correctnet.models.VGG16``: conv-BN-ReLU, five max-pools,
+    Built here (the layout of ``correctnet.workloads.models.VGG16``: conv-BN-ReLU, five max-pools,
     classifier 512-512-10, all divided by ``width``) so the benchmark needs no width option.
     """
     layers: list[nn.Module] = [nn.ZeroPad2d(2)]

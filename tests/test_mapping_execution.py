@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import mapping
-from correctnet.compensation import compensation_parameters, insert_compensation
-from correctnet.models import build_model
+from correctnet.compensation.modules import compensation_parameters, insert_compensation
+from correctnet.workloads.models import build_model
 from mapping import (BackendError, FusedExecution, IdealConverterExecution, ReferenceExecution,
                      TorchExecution, convert_to_crossbar, crossbar_layers, executions,
                      run_monte_carlo, set_execution)
