@@ -5,8 +5,9 @@ tiles, 8-bit DAC and ADC. Plain torch inference of the same network on the same 
 in the same run with ``torch.set_num_threads`` equal to Numba's thread count.
 
 A second table compares networks (``--network-samples N`` device samples each, 0 = skip):
-LeNet-5 and LeNet-5 with CorrectNet compensation on conv1 and conv2 (ratio 1), ideal and 8-bit
-DAC/ADC, sigma 0.5: seconds per device sample, the ratio to a plain torch pass of the same
+LeNet-5, LeNet-5 with CorrectNet compensation on conv1 and conv2 (ratio 1), VGG16 with
+batch-norm at 1/8 width (and full width with ``--device cuda``), ideal and 8-bit DAC/ADC,
+sigma 0.5: seconds per device sample, the ratio to a plain torch pass of the same
 network, and the compensated network's time over the uncompensated one's.
 
 Run: ``.venv/bin/python benchmarks/bench_montecarlo.py [--samples 250] [--train-epochs 1]``
@@ -69,6 +70,30 @@ def compensated(model: nn.Module) -> nn.Module | None:
     return insert_compensation(model, {"features.conv1": 1.0, "features.conv2": 1.0}).eval()
 
 
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+          512, 512, 512, "M"]
+
+
+def vgg16_bn(width: int = 8, in_channels: int = 1) -> nn.Module:
+    """VGG16 with batch-norm at ``1/width`` of the channels, 28x28 inputs zero-padded to 32.
+
+    Built here (the layout of ``correctnet.workloads.models.VGG16``: conv-BN-ReLU, five max-pools,
+    classifier 512-512-10, all divided by ``width``) so the benchmark needs no width option.
+    """
+    layers: list[nn.Module] = [nn.ZeroPad2d(2)]
+    c = in_channels
+    for item in _VGG16:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        out = max(1, item // width)
+        layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
+        c = out
+    hidden = max(1, 512 // width)
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 10)).eval()
+
+
 def torch_seconds(model: nn.Module, data) -> float:
     """Best of 3 plain torch passes over ``data`` (seconds)."""
     with torch.no_grad():
@@ -82,7 +107,8 @@ def torch_seconds(model: nn.Module, data) -> float:
     return min(times)
 
 
-def network_table(model: nn.Module, data, samples: int) -> None:
+def network_table(model: nn.Module, data, samples: int, device: str = "cpu",
+                  only: str | None = None) -> None:
     """Print seconds per device sample per network and periphery (see the module doc)."""
     nets = {"LeNet-5": model}
     comp = compensated(model)
@@ -90,27 +116,34 @@ def network_table(model: nn.Module, data, samples: int) -> None:
         print("network table: correctnet not importable, compensated row skipped")
     else:
         nets["LeNet-5 conv1=1,conv2=1 comp."] = comp
+    torch.manual_seed(0)
+    nets["VGG16/8 BN"] = vgg16_bn(8)
+    if device == "cuda":
+        nets["VGG16 BN (full width)"] = vgg16_bn(1)
+    if only:
+        nets = {k: v for k, v in nets.items() if any(w in k for w in only.split(","))}
     periphery = {"ideal": {}, "8-bit": {"dac": DACConfig(bits=8), "adc": ADCConfig(bits=8)}}
     rows, base = [], {}
     for pname, kw in periphery.items():
         cfg = XbarConfig(tile=TileConfig(128, 128),
                          device=DeviceConfig(sigma=0.5, level="weight"), **kw)
         for name, net in nets.items():
-            analog = mapping.convert_to_crossbar(net, cfg)
+            analog = mapping.convert_to_crossbar(net, cfg).to(device)
+            dev_data = [(xb.to(device), yb.to(device)) for xb, yb in data]
             mapping.run_monte_carlo(analog, [data[0]], samples=1, progress=False)  # warm
             res = mapping.run_monte_carlo(analog, data, samples=samples, seed=0,
                                           progress=False)
-            t_torch = torch_seconds(net, data)
+            t_torch = torch_seconds(net.to(device), dev_data)
             per = res.seconds / samples
-            base.setdefault(pname, per)
+            base.setdefault(pname, per)     # the first row kept is the reference
             rows.append((name, pname, res.engine, per, per / t_torch, per / base[pname],
                          100 * res.mean))
     print(f"bench_montecarlo networks: sigma 0.5, tiles 128x128, {samples} samples, "
           f"{sum(len(b[1]) for b in data)} images")
-    print(f"  {'network':<30} {'DAC/ADC':<7} {'engine':<7} {'s/sample':>9} {'/torch':>7} "
+    print(f"  {'network':<30} {'DAC/ADC':<7} {'engine':<9} {'s/sample':>9} {'/torch':>7} "
           f"{'/LeNet-5':>9} {'acc %':>7}")
     for name, pname, eng, per, rt, rb, acc in rows:
-        print(f"  {name:<30} {pname:<7} {eng:<7} {per:>9.3f} {rt:>7.2f} {rb:>9.2f} {acc:>7.2f}")
+        print(f"  {name:<30} {pname:<7} {eng:<9} {per:>9.3f} {rt:>7.2f} {rb:>9.2f} {acc:>7.2f}")
 
 
 def train(model: nn.Module, epochs: int) -> None:
@@ -137,11 +170,27 @@ def main() -> None:
                          "backend through xbar.TiledCrossbar.matmul); 0 = skip")
     ap.add_argument("--network-samples", type=int, default=20,
                     help="samples per row of the network table (LeNet-5 with and without "
-                         "compensation, ideal and 8-bit); 0 = skip")
+                         "compensation, VGG16/8 with BN, ideal and 8-bit); 0 = skip")
+    ap.add_argument("--device", default="cpu",
+                    help="device of the network table ('cuda' adds full-width VGG16)")
+    ap.add_argument("--data-dir", default=str(DATA), help="Fashion-MNIST IDX directory")
+    ap.add_argument("--networks-only", action="store_true",
+                    help="skip the first (LeNet-5 8-bit) table")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated parts of network names to keep in the table")
     args = ap.parse_args()
+    globals()["DATA"] = Path(args.data_dir)
+    if args.networks_only:
+        x, y = load("t10k")
+        data = [(x[i:i + args.batch], y[i:i + args.batch])
+                for i in range(0, len(y), args.batch)]
+        mapping.warmup()
+        torch.manual_seed(0)
+        network_table(lenet5().eval(), data, args.network_samples, args.device, args.only)
+        return
 
     threads = numba.get_num_threads()
-    torch.set_num_threads(threads)
+    mapping.set_threads(threads)            # torch, Numba and BLAS alike (mapping/threads.py)
     torch.manual_seed(0)
     model = lenet5().eval()
     t = time.perf_counter()
@@ -206,7 +255,7 @@ def main() -> None:
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
     if args.network_samples:
-        network_table(model, data, args.network_samples)
+        network_table(model, data, args.network_samples, args.device, args.only)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,15 @@ def main() -> None:
 
     import mapping
     from correctnet.workloads.checkpoint import load_checkpoint
-    from correctnet.compensation import plan_overhead
+    from correctnet.compensation.overhead import plan_overhead
     from correctnet.compensation.train import CompensationConfig, train_compensation
     from correctnet.workloads.data import load_dataset, make_loader
-    from correctnet.hardware import xbar_config
+    from xbar import XbarConfig
     from correctnet.training.lipschitz import lipschitz_lambda, normalized_penalty
     from correctnet.workloads.models import build_model
-    from correctnet.training import perturbed_weights
+    from correctnet.training.perturb import perturbed_weights
+
+    HW = XbarConfig.rram_lognormal(0.5, n_rows=128, n_cols=128)   # the study's hardware
 
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint)
@@ -88,20 +90,20 @@ def main() -> None:
     plan = {n: 1.0 for n in convs}
     loader = make_loader(train, args.batch_size, shuffle=True, seed=0)
     t0 = time.perf_counter()
-    train_compensation(model, plan, loader, xbar_config(0.5, 128),
+    train_compensation(model, plan, loader, HW,
                        CompensationConfig(epochs=1, lr=2e-3, seed=0))
     s = (time.perf_counter() - t0) / len(loader)
     rows.append((f"compensation batch, 6 convs ratio 1 ({plan_overhead(model, plan):.2%})", s,
                  s * steps_per_epoch))
     print(f"numba warm-up {mapping.warmup():.2f} s")
     test = make_loader(load_dataset("fashion-mnist", "test", limit=args.mc_images), 1000)
-    comp, _ = train_compensation(model, plan, [(x, y)], xbar_config(0.5, 128),
+    comp, _ = train_compensation(model, plan, [(x, y)], HW,
                                  CompensationConfig(epochs=1, lr=2e-3, seed=0))
-    eight_bit = xbar_config(0.5, 64, dac_bits=8, adc_bits=8)
+    eight_bit = XbarConfig.rram_lognormal(0.5, n_rows=64, n_cols=64, dac_bits=8, adc_bits=8)
     for label, net, converted in (("plain", model, False), ("compensated", comp, True),
                                   ("plain, 8-bit DAC/ADC, 64x64 tiles",
                                    mapping.convert_to_crossbar(model, eight_bit), True)):
-        analog = net if converted else mapping.convert_to_crossbar(net, xbar_config(0.5, 128))
+        analog = net if converted else mapping.convert_to_crossbar(net, HW)
         mapping.run_monte_carlo(analog, test, samples=1, seed=0, progress=False)  # set-up
         t0 = time.perf_counter()
         mapping.run_monte_carlo(analog, test, samples=args.mc_samples, seed=1, progress=False)

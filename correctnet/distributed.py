@@ -51,18 +51,14 @@ def compute_threads(workers: int, cpus: int | None = None) -> int:
 
 
 def set_compute_threads(threads: int) -> None:
-    """Set torch's intra-op and Numba's thread pools of this process to ``threads``.
+    """Set torch's, Numba's and BLAS's thread pools of this process to ``threads``.
 
-    Numba's pool cannot grow past ``NUMBA_NUM_THREADS`` (fixed at start), so the count is
-    clipped to it.
+    The policy lives in ``mapping.set_threads`` (``mapping/README.md``, "Threads"); Numba's
+    pool cannot grow past ``NUMBA_NUM_THREADS`` (fixed at start), so it is clipped to it.
     """
-    import numba
-    import torch
+    from mapping import set_threads
 
-    threads = max(1, int(threads))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(max(1, int(threads)))
 
 
 def _thread_environment(threads: int) -> dict[str, str]:

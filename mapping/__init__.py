@@ -27,19 +27,33 @@ from .errors import (
     UnsupportedLayerError,
 )
 from .cost import COST_PRESETS, CostConstants, CostPresetError
+from .evaluation import evaluate_accuracy
+from .execution import (
+    EXECUTIONS,
+    Execution,
+    FusedExecution,
+    IdealConverterExecution,
+    ReferenceExecution,
+    TorchExecution,
+    executions,
+    set_execution,
+)
 from .fastpath import warmup
 from .layers import BACKENDS, CrossbarConv2d, CrossbarLayer, CrossbarLinear
-from .montecarlo import MonteCarloResult, evaluate_accuracy, run_monte_carlo
+from .montecarlo import MonteCarloResult, run_monte_carlo
+from .threads import set_threads, thread_counts, torch_single_threaded
 from .report import HardwareReport, hardware_report
 from .torch_ops import lognormal_theta, lognormal_weight
 
 __all__ = [
     "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "COST_PRESETS",
-    "CostConstants", "CostPresetError", "CrossbarConv2d",
+    "CostConstants", "CostPresetError", "CrossbarConv2d", "EXECUTIONS", "Execution",
+    "FusedExecution", "IdealConverterExecution", "ReferenceExecution", "TorchExecution",
     "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
     "MappingError", "MonteCarloResult", "NotProgrammedError", "NumericalError",
     "UnsupportedLayerError",
-    "analog_layers", "as_generator", "convert_to_crossbar", "crossbar_layers",
+    "analog_layers", "as_generator", "executions", "set_execution", "set_threads",
+    "thread_counts", "torch_single_threaded", "convert_to_crossbar", "crossbar_layers",
     "default_mapping", "evaluate_accuracy", "hardware_report", "is_digital", "lognormal_theta",
     "lognormal_weight", "mark_digital", "program", "program_ideal", "resample",
     "run_monte_carlo", "select_layers", "set_backend", "unconverted_layers", "warmup",

@@ -1,4 +1,4 @@
-"""Programming, layer selection, backends and torch-side variation for converted models.
+"""Programming, layer selection, the legacy backend alias and torch-side variation.
 
 Layer selection (the paper's "variation in layers i..L"): ``layers=None`` selects every
 crossbar layer; a ``range``/``slice`` selects 0-based indices into :func:`crossbar_layers`
@@ -119,7 +119,7 @@ def program_ideal(model: nn.Module) -> None:
 
 
 def set_backend(model: nn.Module, name: str | None) -> nn.Module:
-    """Choose the execution backend of every crossbar layer.
+    """Legacy alias of :func:`mapping.set_execution`: ``"numba"`` = ``"reference"``.
 
     Args:
         model: A converted model.
@@ -150,7 +150,7 @@ def resample(model: nn.Module, generator: torch.Generator | None = None, *,
     programmed ideally (exact). Call once per training batch.
 
     Args:
-        model: A converted model (use ``set_backend(model, "torch")``).
+        model: A converted model (use ``set_execution(model, "torch")``).
         generator: ``torch.Generator`` on the layers' device, or None (global torch RNG).
         layers: Selection (see the module docstring).
 

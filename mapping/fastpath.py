@@ -1,8 +1,9 @@
 """Monte-Carlo fast path: crossbar layers run the fused kernel of :mod:`mapping.kernels`.
 
-While installed, a crossbar layer's ``forward`` calls :class:`FastState` instead of its
-backend: the effective weight of the current device sample (from xbar, after ``program``)
-goes through the fused im2col + DAC + tiled MAC + ADC kernel, with no im2col matrix in memory.
+The ``fused`` execution strategy (:class:`mapping.execution.FusedExecution`) calls
+:func:`fused_forward`: the effective weight of the current device sample (from xbar, after
+``program``) goes through the fused im2col + DAC + tiled MAC + ADC kernel, with no im2col
+matrix in memory.
 The first layer of a network can also return a precomputed output (``override``), computed
 for several device samples at once from one DAC quantisation of its (shared) input. A conv
 can also apply the digital ReLU / max-pool that follow it (:class:`PostOps`, bit-exact).
@@ -22,38 +23,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .layers import CrossbarConv2d, CrossbarLayer
 
 
 class LayerStatics:
     """Per-layer constants of the fused kernel: tiles, converter gains, bias, geometry."""
 
-    def __init__(self, layer: CrossbarLayer) -> None:
+    def __init__(self, layer) -> None:
         cfg = layer.config
         dac, adc = cfg.dac, cfg.adc
         xb = layer.crossbar
         self.bounds = np.asarray(xb.row_splits, dtype=np.int64)
-        self.q_dac = float(2 ** (dac.bits - 1) - 1) if dac.bits is not None else 0.0
-        self.q_adc = float(2 ** (adc.bits - 1) - 1) if adc.bits is not None else 0.0
+        self.q_dac = xbar.code_levels(dac.bits)
+        self.q_adc = xbar.code_levels(adc.bits)
         self.in_range = float(dac.input_range or 0.0)
         self.dac_mode = int(dac.bits is not None or dac.input_range is not None
                             or adc.bits is not None)
+        self.periph = np.array([self.dac_mode, self.q_dac, self.in_range, self.q_adc],
+                               dtype=np.float64)       # see mapping/kernels.py
         n_t = len(self.bounds) - 1
         n_out = xb.shape[0]
         if adc.bits is not None:
-            f = xb.adc_full_scale()
-            in_div = self.q_dac if self.q_dac else 1.0
-            with np.errstate(divide="ignore"):
-                self.gain = np.where(f > 0.0, self.q_adc / (f * in_div), 0.0)
-            self.step = np.ascontiguousarray(f / self.q_adc)
-        else:
+            self.gain, self.step = xbar.adc_gain_step(xb.adc_full_scale(), adc.bits, dac.bits)
+            self.step = np.ascontiguousarray(self.step, dtype=np.float64)
+        else:   # no ADC: the digital sum only rescales the DAC codes
             self.gain = np.ones((n_t, n_out))
             self.step = np.full((n_t, n_out), 1.0 / self.q_dac if self.q_dac else 1.0)
         self.gain = np.ascontiguousarray(self.gain, dtype=np.float64)
         b = layer.bias
         self.bias = (np.zeros(n_out, np.float32) if b is None
                      else b.detach().cpu().numpy().astype(np.float32).ravel())
-        self.conv = isinstance(layer, CrossbarConv2d)
+        self.conv = bool(layer.is_conv)
         if self.conv:
             self.kernel = tuple(int(v) for v in layer.kernel_size)
             self.stride = tuple(int(v) for v in layer.stride)
@@ -63,7 +62,7 @@ class LayerStatics:
         self.n_out = n_out
 
 
-def sample_weights(layer: CrossbarLayer) -> np.ndarray:
+def sample_weights(layer) -> np.ndarray:
     """The programmed weight the tiles apply (IR drop included), kernel layout ``(K, O)``."""
     return np.ascontiguousarray(layer.crossbar.circuit_weight().T)
 
@@ -108,7 +107,7 @@ class PostOps:
 _NO_POOL = np.zeros(8, dtype=np.int64)
 
 
-def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
+def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
                   wt: np.ndarray, *, post: PostOps | None = None) -> torch.Tensor:
     """Run ``layer`` on ``x`` for ``S`` device samples with the fused kernel.
 
@@ -133,19 +132,17 @@ def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
     xn = np.ascontiguousarray(layer.padded_input(x).detach().numpy(), dtype=np.float32)
     xn = xn[None]
     # vectorise over positions when there are many (or few channels), else over channels
+    geom = np.array([*st.kernel, *st.stride, *st.dilation, ho, wo], dtype=np.int64)
     if st.n_out < 32 or ho * wo >= 64:
         hq, wq = post.out_size(ho, wo) if post is not None else (ho, wo)
         out = np.empty((n_s, b, st.n_out, hq, wq), dtype=np.float32)
         pool = post.pool if post is not None and post.pool is not None else _NO_POOL
-        kernels.analog_conv_positions(
-            xn, wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode, st.q_dac, st.in_range,
-            st.q_adc, st.kernel[0], st.kernel[1], st.stride[0], st.stride[1], st.dilation[0],
-            st.dilation[1], ho, wo, int(post is not None and post.relu), pool, out)
+        kernels.analog_conv_positions(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph,
+                                      geom, int(post is not None and post.relu), pool, out)
         return torch.from_numpy(out)
     out = np.empty((n_s, b, st.n_out, ho, wo), dtype=np.float32)
-    kernels.analog_conv_forward(xn[0], wt, st.bounds, st.gain, st.step, st.bias, st.dac_mode,
-                                st.q_dac, st.in_range, st.q_adc, st.kernel[0], st.kernel[1],
-                                st.stride[0], st.stride[1], st.dilation[0], st.dilation[1], out)
+    kernels.analog_conv_forward(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom,
+                                out)
     y = torch.from_numpy(out)
     if post is not None:
         y = post.apply_torch(y.reshape(n_s * b, *y.shape[2:]))
@@ -153,7 +150,13 @@ def fused_forward(st: LayerStatics, layer: CrossbarLayer, x: torch.Tensor,
     return y
 
 
-def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
+def fused_matmul(st: LayerStatics, rows: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
+    """``rows @ W_eff.T`` of ``S`` samples without bias (any layer's matrix), ``(S, N, O)``."""
+    return _linear_blas(st, rows, wt, bias=np.zeros_like(st.bias))
+
+
+def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray,
+                 bias: np.ndarray | None = None) -> torch.Tensor:
     """Linear layer: DAC kernel, one BLAS GEMM per row tile (all samples), ADC kernel."""
     n_s, n_k, n_o = wt.shape
     lead = x.shape[:-1]
@@ -161,7 +164,7 @@ def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray) -> torch.Ten
     n = xn.shape[0]
     codes = np.empty_like(xn)
     scales = np.empty(n, dtype=np.float64)
-    kernels.dac_rows(xn, st.dac_mode, st.q_dac, st.in_range, codes, scales)
+    kernels.dac_rows(xn, st.periph, codes, scales)
     n_t = len(st.bounds) - 1
     w_all = torch.from_numpy(wt).permute(1, 0, 2).reshape(n_k, n_s * n_o)   # (K, S*O)
     c = torch.from_numpy(codes)
@@ -173,31 +176,9 @@ def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray) -> torch.Ten
     pn = p.numpy()
     for s in range(n_s):
         ps = np.ascontiguousarray(pn[:, :, s * n_o:(s + 1) * n_o]) if n_s > 1 else pn
-        kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales, st.bias, out[s])
+        kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales,
+                         st.bias if bias is None else bias, out[s])
     return torch.from_numpy(out).reshape(n_s, *lead, n_o)
-
-
-class FastState:
-    """Installed as ``layer._fast`` by the Monte-Carlo engine (see the module docstring)."""
-
-    def __init__(self, layer: CrossbarLayer) -> None:
-        self.statics = LayerStatics(layer)
-        self.wt: np.ndarray | None = None          # (1, K, O) current sample
-        self.override: torch.Tensor | None = None  # precomputed output for the next call
-        self.post: PostOps | None = None           # ReLU/max-pool fused after a conv
-        self.calls = 0                             # outputs served (kernel or override)
-
-    def __call__(self, layer: CrossbarLayer, x: torch.Tensor) -> torch.Tensor:
-        """Return the override if set, else run the current sample through the kernel."""
-        self.calls += 1
-        if self.override is not None:
-            out, self.override = self.override, None
-            return out
-        unbatched = self.statics.conv and x.dim() == 3
-        if unbatched:
-            x = x.unsqueeze(0)
-        y = fused_forward(self.statics, layer, x, self.wt, post=self.post)[0]
-        return y[0] if unbatched else y
 
 
 def warmup() -> float:
@@ -211,17 +192,20 @@ def warmup() -> float:
     """
     t0 = time.perf_counter()
     xbar.warmup()
-    x = np.ones((1, 1, 2, 2), np.float32)
+    x = np.ones((1, 1, 1, 2, 2), np.float32)
     wt = np.ones((1, 4, 2), np.float32)
     g = np.ones((1, 2))
     out = np.empty((1, 1, 2, 1, 1), np.float32)
-    args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), 1, 127.0, 0.0,
-            127.0, 2, 2, 1, 1, 1, 1)
+    periph = np.array([1.0, 127.0, 0.0, 127.0])
+    geom = np.array([2, 2, 1, 1, 1, 1, 1, 1], np.int64)
+    pool = np.array([1, 1, 1, 1, 0, 0, 1, 1], np.int64)
+    args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), periph, geom)
     kernels.analog_conv_forward(x, *args, out)
-    kernels.analog_conv_positions(x[None], *args, 1, 1, 1, np.array([1, 1, 1, 1, 0, 0, 1, 1]), out)
+    kernels.analog_conv_positions(x, *args, 1, pool, out)
+    kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)
-    kernels.dac_rows(xr, 1, 127.0, 0.0, np.empty_like(xr), s)
+    kernels.dac_rows(xr, periph, np.empty_like(xr), s)
     kernels.adc_rows(np.ones((1, 2, 2), np.float32), g, g, 127.0, s, np.zeros(2, np.float32),
                      np.empty((2, 2), np.float32))
     return time.perf_counter() - t0

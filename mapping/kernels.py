@@ -1,163 +1,279 @@
 """Numba kernels of the Monte-Carlo fast path (fused im2col + DAC + tiled MAC + ADC).
 
-One kernel serves convolutions and fully connected layers (a linear layer is a 1x1
-convolution over a 1x1 image). It never materialises the im2col matrix: for every output
-position it gathers the receptive field, DAC-quantises it once, and multiplies it with the
-effective weights of ``S`` device samples (the Monte-Carlo samples share the input's
-quantisation; zero input codes are skipped). Maths as in :mod:`mapping.torch_ops`.
+Two conv kernels never materialise the im2col matrix: for every output position they gather
+the receptive field, DAC-quantise it once (xbar's rule, :func:`xbar.kernels.dac_code`) and
+multiply it with the effective weights of ``S`` device samples (the Monte-Carlo samples share
+the input's quantisation). :func:`analog_conv_positions` vectorises over output positions and
+can apply a ReLU and max-pool to its output; :func:`analog_conv_forward` vectorises over
+output channels (deep layers with few positions). Linear layers use :func:`dac_rows`, a BLAS
+GEMM per row tile and :func:`adc_rows`. :func:`relu_maxpool` is the same ReLU / max-pool on
+its own, for digital ops that follow a digital module (e.g. a compensated layer).
+
+Arguments common to the conv kernels, packed so that the signatures stay short:
+
+* ``periph``: float64 ``(4,)`` = ``(dac_mode, dac_levels, input_range, adc_levels)``:
+  ``dac_mode`` 1 = inputs scaled per position by ``s`` (DAC present, or ADC present), 0 = raw;
+  ``dac_levels`` ``2**(bits-1) - 1`` of the DAC, 0 for an unrounded ``x / s``;
+  ``input_range`` a fixed DAC full scale, <= 0 for the per-position ``max |x|``;
+  ``adc_levels`` ``2**(bits-1) - 1`` of the ADC, 0 for ideal.
+* ``geom``: int64 ``(8,)`` = ``(kh, kw, sh, sw, dh, dw, ho, wo)``: kernel, stride, dilation
+  and the conv output size.
+* ``gain``, ``step``: float64 ``(n_row_tiles, O)``, :func:`xbar.adc_gain_step` (with an ADC;
+  ``step = 1 / L_d`` or 1 without one).
 
 Kernels take contiguous arrays and scalars only; the validating wrapper is
-:func:`mapping.fastpath.fused_forward`.
+:func:`mapping.fastpath.fused_forward`. Maths as in :mod:`mapping.torch_ops`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from xbar.kernels import dac_code
 
 #: Images per parallel work item of the conv kernel (scratch arrays allocated once each).
 _BLOCK = 16
 
 
-@njit(parallel=True, cache=True)
-def analog_conv_forward(x, wt, bounds, gain, step, bias, dac_mode, dac_levels, input_range,
-                        adc_levels, kh, kw, sh, sw, dh, dw, out):  # pragma: no cover - compiled
-    """Fused analog convolution for ``S`` device samples.
+@njit(cache=True, inline="always")
+def _adc(acc, gain, step, adc_levels):  # pragma: no cover - compiled
+    """One bit-line sum through the ADC: ``clip(rint(acc * gain), -L, L) * step`` (float64)."""
+    if adc_levels > 0:
+        return min(max(np.rint(np.float64(acc) * gain), -adc_levels), adc_levels) * step
+    return np.float64(acc) * step
 
-    Args:
-        x: Padded input, float32 ``(B, C, Hp, Wp)``.
-        wt: Effective weights, transposed, float32 ``(S, K, O)``, ``K = C*kh*kw`` in
-            ``(c, i, j)`` order (torch ``weight.flatten(1)``).
-        bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
-        gain: float64 ``(n_row_tiles, O)``: ``L_a / (F * L_d)`` (0 where ``F == 0``) with an
-            ADC (``L_d = 1`` for an unrounded DAC); unused without an ADC.
-        step: float64 ``(n_row_tiles, O)``: ``F / L_a`` with an ADC, else ``1 / L_d`` (or 1).
-        bias: Digital bias, float32 ``(O,)`` (zeros for none).
-        dac_mode: 1 = inputs are scaled per row by ``s`` (DAC present, or ADC present), 0 = raw.
-        dac_levels: ``2**(bits-1) - 1`` of the DAC (float), 0 for an unrounded ``x / s``.
-        input_range: Fixed DAC full scale, <= 0 for the per-row ``max |x|``.
-        adc_levels: ``2**(bits-1) - 1`` of the ADC (float), 0 for ideal.
-        kh: Kernel height.
-        kw: Kernel width.
-        sh: Vertical stride.
-        sw: Horizontal stride.
-        dh: Vertical dilation.
-        dw: Horizontal dilation.
-        out: Output, float32 ``(S, B, O, Ho, Wo)``, written in place.
+
+@njit(cache=True)
+def _gather_fields(x, xs, b, geom, pm):  # pragma: no cover - compiled
+    """Receptive fields of image ``x[xs, b]`` into ``pm`` ``(K, L)``, ``k`` in ``(c, i, j)``."""
+    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
+                                      geom[6], geom[7])
+    for c in range(x.shape[2]):
+        for i in range(kh):
+            for j in range(kw):
+                k = (c * kh + i) * kw + j
+                c0 = j * dw
+                for oh in range(ho):
+                    r = oh * sh + i * dh
+                    lp0 = oh * wo
+                    if sw == 1:                 # unit stride: a vectorised copy
+                        for ow in range(wo):
+                            pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow]
+                    else:
+                        for ow in range(wo):
+                            pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow * sw]
+
+
+@njit(cache=True)
+def _dac_fields(pm, periph, sc, sd):  # pragma: no cover - compiled
+    """DAC of every position's field in place; ``sc`` gets each position's scale ``s``.
+
+    ``s == 0`` only where the whole field is 0 (or ``input_range <= 0``): codes 0 via
+    ``sd = 1``. Without a DAC (``dac_mode == 0``) ``pm`` is left raw and ``s = 1``.
     """
-    n_b, n_c, _, _ = x.shape
-    n_s, n_k, n_o = wt.shape
-    n_t = bounds.shape[0] - 1
-    ho = out.shape[3]
-    wo = out.shape[4]
-    for b in prange(n_b):
-        patch = np.empty(n_k, dtype=np.float32)
-        acc = np.empty(n_o, dtype=np.float32)
-        tot = np.empty(n_o, dtype=np.float64)
-        for oh in range(ho):
-            for ow in range(wo):
-                k = 0
-                m = np.float32(0.0)
-                for c in range(n_c):
-                    for i in range(kh):
-                        r = oh * sh + i * dh
-                        for j in range(kw):
-                            v = x[b, c, r, ow * sw + j * dw]
-                            patch[k] = v
-                            k += 1
-                            av = abs(v)
-                            if av > m:
-                                m = av
-                s = 1.0
-                if dac_mode > 0:
-                    if input_range > 0:
-                        s = input_range
-                    else:
-                        s = np.float64(m)
-                    if s > 0:
-                        for k in range(n_k):
-                            xv = min(max(np.float64(patch[k]), -s), s)
-                            if dac_levels > 0:
-                                q = np.rint(xv / s * dac_levels)
-                                patch[k] = np.float32(min(max(q, -dac_levels), dac_levels))
-                            else:
-                                patch[k] = np.float32(xv / s)
-                    else:
-                        for k in range(n_k):
-                            patch[k] = 0.0
-                for smp in range(n_s):
-                    for o in range(n_o):
-                        tot[o] = 0.0
-                    for t in range(n_t):
-                        for o in range(n_o):
-                            acc[o] = 0.0
-                        for k in range(bounds[t], bounds[t + 1]):
-                            v = patch[k]
-                            if v != 0.0:
-                                for o in range(n_o):
-                                    acc[o] += v * wt[smp, k, o]
-                        if adc_levels > 0:
-                            for o in range(n_o):
-                                g = gain[t, o]
-                                v = min(max(np.rint(np.float64(acc[o]) * g), -adc_levels),
-                                        adc_levels)
-                                tot[o] += v * step[t, o]
-                        else:
-                            for o in range(n_o):
-                                tot[o] += np.float64(acc[o]) * step[t, o]
-                    for o in range(n_o):
-                        out[smp, b, o, oh, ow] = np.float32(tot[o] * s + bias[o])
+    n_k, n_l = pm.shape
+    if periph[0] <= 0:
+        sc[:] = 1.0
+        return
+    levels, in_range = periph[1], periph[2]
+    sc[:] = 0.0
+    sd[:] = 1.0
+    if in_range > 0:
+        sc[:] = in_range
+    else:
+        for k in range(n_k):
+            for lp in range(n_l):
+                sc[lp] = max(sc[lp], abs(np.float64(pm[k, lp])))
+    for lp in range(n_l):
+        if sc[lp] > 0:
+            sd[lp] = sc[lp]
+    for k in range(n_k):
+        for lp in range(n_l):
+            pm[k, lp] = np.float32(dac_code(np.float64(pm[k, lp]), sd[lp], levels))
+
+
+@njit(cache=True)
+def _mac4(pm, wt, smp, o0, k0, k1, acc):  # pragma: no cover - compiled
+    """``acc[u, l] += W[k, o0 + u] * P[k, l]``, 4 channels, ``k`` ascending in float32.
+
+    Four rows of ``k`` per pass over the accumulators (each still summed in ascending ``k``,
+    one rounding per product and per add: the same result as one row at a time).
+    """
+    n_l = pm.shape[1]
+    k4 = k0 + (k1 - k0) // 4 * 4
+    for k in range(k0, k4, 4):
+        a0, a1, a2, a3 = wt[smp, k, o0], wt[smp, k, o0 + 1], wt[smp, k, o0 + 2], wt[smp, k, o0 + 3]
+        b0, b1, b2, b3 = (wt[smp, k + 1, o0], wt[smp, k + 1, o0 + 1], wt[smp, k + 1, o0 + 2],
+                          wt[smp, k + 1, o0 + 3])
+        c0, c1, c2, c3 = (wt[smp, k + 2, o0], wt[smp, k + 2, o0 + 1], wt[smp, k + 2, o0 + 2],
+                          wt[smp, k + 2, o0 + 3])
+        d0, d1, d2, d3 = (wt[smp, k + 3, o0], wt[smp, k + 3, o0 + 1], wt[smp, k + 3, o0 + 2],
+                          wt[smp, k + 3, o0 + 3])
+        for lp in range(n_l):
+            va, vb, vc, vd = pm[k, lp], pm[k + 1, lp], pm[k + 2, lp], pm[k + 3, lp]
+            acc[0, lp] = (((acc[0, lp] + a0 * va) + b0 * vb) + c0 * vc) + d0 * vd
+            acc[1, lp] = (((acc[1, lp] + a1 * va) + b1 * vb) + c1 * vc) + d1 * vd
+            acc[2, lp] = (((acc[2, lp] + a2 * va) + b2 * vb) + c2 * vc) + d2 * vd
+            acc[3, lp] = (((acc[3, lp] + a3 * va) + b3 * vb) + c3 * vc) + d3 * vd
+    for k in range(k4, k1):
+        w0, w1, w2, w3 = wt[smp, k, o0], wt[smp, k, o0 + 1], wt[smp, k, o0 + 2], wt[smp, k, o0 + 3]
+        for lp in range(n_l):
+            v = pm[k, lp]
+            acc[0, lp] += w0 * v
+            acc[1, lp] += w1 * v
+            acc[2, lp] += w2 * v
+            acc[3, lp] += w3 * v
+
+
+@njit(cache=True)
+def _mac2(pm, wt, smp, o0, k0, k1, acc):  # pragma: no cover - compiled
+    """:func:`_mac4` for 2 channels (the same order of operations)."""
+    n_l = pm.shape[1]
+    k4 = k0 + (k1 - k0) // 4 * 4
+    for k in range(k0, k4, 4):
+        a0, a1 = wt[smp, k, o0], wt[smp, k, o0 + 1]
+        b0, b1 = wt[smp, k + 1, o0], wt[smp, k + 1, o0 + 1]
+        c0, c1 = wt[smp, k + 2, o0], wt[smp, k + 2, o0 + 1]
+        d0, d1 = wt[smp, k + 3, o0], wt[smp, k + 3, o0 + 1]
+        for lp in range(n_l):
+            va, vb, vc, vd = pm[k, lp], pm[k + 1, lp], pm[k + 2, lp], pm[k + 3, lp]
+            acc[0, lp] = (((acc[0, lp] + a0 * va) + b0 * vb) + c0 * vc) + d0 * vd
+            acc[1, lp] = (((acc[1, lp] + a1 * va) + b1 * vb) + c1 * vc) + d1 * vd
+    for k in range(k4, k1):
+        w0, w1 = wt[smp, k, o0], wt[smp, k, o0 + 1]
+        for lp in range(n_l):
+            v = pm[k, lp]
+            acc[0, lp] += w0 * v
+            acc[1, lp] += w1 * v
+
+
+@njit(cache=True)
+def _mac1(pm, wt, smp, o0, nb, k0, k1, acc):  # pragma: no cover - compiled
+    """:func:`_mac4` one channel at a time, for ``nb`` channels (1 or 3)."""
+    n_l = pm.shape[1]
+    for u in range(nb):
+        for k in range(k0, k1):
+            w = wt[smp, k, o0 + u]
+            for lp in range(n_l):
+                acc[u, lp] += w * pm[k, lp]
+
+
+@njit(cache=True)
+def _conv_sample(pm, wt, smp, bounds, gain, step, bias, adc_levels, sc, acc, tot,
+                 y):  # pragma: no cover - compiled
+    """Conv output ``y`` ``(O, L)`` of sample ``smp`` from the quantised fields ``pm``.
+
+    Per block of 4 output channels and row tile: bit-line sums (:func:`_mac4`), ADC into a
+    float64 total per tile column, then ``y = float32(s * total + bias)``.
+    """
+    n_o = wt.shape[2]
+    n_l = pm.shape[1]
+    for o0 in range(0, n_o, 4):
+        nb = min(4, n_o - o0)
+        tot[:, :] = 0.0
+        for t in range(bounds.shape[0] - 1):
+            acc[:, :] = 0.0
+            if nb == 4:
+                _mac4(pm, wt, smp, o0, bounds[t], bounds[t + 1], acc)
+            elif nb == 2:
+                _mac2(pm, wt, smp, o0, bounds[t], bounds[t + 1], acc)
+            else:
+                _mac1(pm, wt, smp, o0, nb, bounds[t], bounds[t + 1], acc)
+            for u in range(nb):
+                g = gain[t, o0 + u]
+                st = step[t, o0 + u]
+                for lp in range(n_l):
+                    tot[u, lp] += _adc(acc[u, lp], g, st, adc_levels)
+        for u in range(nb):
+            bo = bias[o0 + u]
+            for lp in range(n_l):
+                y[o0 + u, lp] = np.float32(tot[u, lp] * sc[lp] + bo)
+
+
+@njit(cache=True)
+def _post_write(y, relu, pool, ho, wo, out):  # pragma: no cover - compiled
+    """Optional ``max(y, 0)`` and max-pool of ``y`` ``(O, Ho*Wo)`` into ``out`` ``(O, Hq, Wq)``.
+
+    NaN-propagating, ``-inf`` padding: torch's ``nn.ReLU``/``nn.MaxPool2d`` bit for bit.
+    ``pool[0] == 0``: no pool.
+    """
+    n_o = y.shape[0]
+    hq, wq = out.shape[1], out.shape[2]
+    if relu > 0:
+        for o in range(n_o):
+            for lp in range(y.shape[1]):
+                if y[o, lp] < 0:
+                    y[o, lp] = 0.0
+    pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
+                                              pool[5], pool[6], pool[7])
+    if pkh == 0:
+        for o in range(n_o):
+            for oh in range(ho):
+                for ow in range(wo):
+                    out[o, oh, ow] = y[o, oh * wo + ow]
+    elif pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
+        for o in range(n_o):
+            for qh in range(hq):
+                r0 = qh * psh * wo
+                r1 = r0 + pdh * wo
+                for qw in range(wq):
+                    c0 = qw * psw
+                    c1 = c0 + pdw
+                    m = y[o, r0 + c0]
+                    for v in (y[o, r0 + c1], y[o, r1 + c0], y[o, r1 + c1]):
+                        if v > m or np.isnan(v):
+                            m = v
+                    out[o, qh, qw] = m
+    else:
+        for o in range(n_o):
+            for qh in range(hq):
+                for qw in range(wq):
+                    m = np.float32(-np.inf)
+                    for i in range(pkh):
+                        r = qh * psh - pph + i * pdh
+                        if r < 0 or r >= ho:
+                            continue
+                        for j in range(pkw):
+                            cc = qw * psw - ppw + j * pdw
+                            if cc < 0 or cc >= wo:
+                                continue
+                            v = y[o, r * wo + cc]
+                            if v > m or np.isnan(v):
+                                m = v
+                    out[o, qh, qw] = m
 
 
 @njit(parallel=True, cache=True)
-def analog_conv_positions(x, wt, bounds, gain, step, bias, dac_mode, dac_levels, input_range,
-                          adc_levels, kh, kw, sh, sw, dh, dw, ho, wo, relu, pool,
+def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, pool,
                           out):  # pragma: no cover - compiled
     """Fused analog convolution vectorised over output positions, optional ReLU + max-pool.
 
-    Same maths as :func:`analog_conv_forward`. Per image, the receptive fields are gathered
-    into a local ``(K, L)`` block (``L = Ho*Wo``) and DAC-quantised once (branch-free, so it
-    vectorises over positions). Then for every sample, block of 4 output channels and row
-    tile the bit-line sums of all positions are accumulated as
-    ``acc[u, l] += W[k, o + u] * P[k, l]`` for ``k`` ascending in float32 (the order of
-    :func:`analog_conv_forward`; contiguous in ``l``, each ``P`` load used 4 times),
-    ADC-converted into a float64 total per tile column. The
-    conv output ``y = float32(s * total + bias)`` then optionally goes through ``max(y, 0)``
-    and a max-pool (NaN-propagating, ``-inf`` padding: torch's ``nn.ReLU``/``nn.MaxPool2d``
-    bit for bit) before it is written.
+    Per image, the receptive fields are gathered into a local ``(K, L)`` block (``L =
+    Ho*Wo``, :func:`_gather_fields`) and DAC-quantised once (:func:`_dac_fields`). Then for
+    every sample the bit-line sums of all positions are accumulated in float32 for ``k``
+    ascending, ADC-converted into a float64 total per tile column (:func:`_conv_sample`),
+    and the output ``y = float32(s * total + bias)`` optionally goes through ``max(y, 0)``
+    and a max-pool (:func:`_post_write`) before it is written.
 
     Args:
         x: Padded input, float32 ``(SX, B, C, Hp, Wp)``; ``SX == 1``: one input shared by
             all ``S`` samples (quantised once), ``SX == S``: sample ``s`` reads ``x[s]``.
-        wt: Effective weights, float32 ``(S, K, O)`` (see :func:`analog_conv_forward`).
+        wt: Effective weights, transposed, float32 ``(S, K, O)``, ``K = C*kh*kw`` in
+            ``(c, i, j)`` order (torch ``weight.flatten(1)``).
         bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
-        gain: float64 ``(n_row_tiles, O)`` ADC gain (see :func:`analog_conv_forward`).
-        step: float64 ``(n_row_tiles, O)`` ADC step (see :func:`analog_conv_forward`).
-        bias: Digital bias, float32 ``(O,)``.
-        dac_mode: 1 = inputs scaled per position by ``s``, 0 = raw.
-        dac_levels: ``2**(bits-1) - 1`` of the DAC (float), 0 for an unrounded ``x / s``.
-        input_range: Fixed DAC full scale, <= 0 for the per-position ``max |x|``.
-        adc_levels: ``2**(bits-1) - 1`` of the ADC (float), 0 for ideal.
-        kh: Kernel height.
-        kw: Kernel width.
-        sh: Vertical stride.
-        sw: Horizontal stride.
-        dh: Vertical dilation.
-        dw: Horizontal dilation.
-        ho: Conv output height.
-        wo: Conv output width.
+        gain: float64 ``(n_row_tiles, O)`` ADC gain (module docstring).
+        step: float64 ``(n_row_tiles, O)`` ADC step (module docstring).
+        bias: Digital bias, float32 ``(O,)`` (zeros for none).
+        periph: float64 ``(4,)`` converter constants (module docstring).
+        geom: int64 ``(8,)`` geometry (module docstring).
         relu: 1 = apply ``max(y, 0)`` (NaN kept).
         pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
         out: float32 ``(S, B, O, Hq, Wq)``, written in place (``Hq, Wq = ho, wo`` without pool).
     """
-    n_sx, n_b, n_c, _, _ = x.shape
+    n_sx, n_b = x.shape[0], x.shape[1]
     n_s, n_k, n_o = wt.shape
-    n_t = bounds.shape[0] - 1
+    ho, wo = geom[6], geom[7]
     n_l = ho * wo
-    hq = out.shape[3]
-    wq = out.shape[4]
-    pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
-                                              pool[5], pool[6], pool[7])
     n_items = n_sx * n_b
     n_blocks = (n_items + _BLOCK - 1) // _BLOCK
     for blk in prange(n_blocks):        # scratch allocated once per block of images
@@ -170,250 +286,112 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, dac_mode, dac_levels,
         for idx in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
             xs = idx // n_b
             b = idx - xs * n_b
-            sc[:] = 0.0
-            sd[:] = 1.0
-            for c in range(n_c):
-                for i in range(kh):
-                    for j in range(kw):
-                        k = (c * kh + i) * kw + j
-                        c0 = j * dw
-                        for oh in range(ho):
-                            r = oh * sh + i * dh
-                            lp0 = oh * wo
-                            if sw == 1:                 # unit stride: a vectorised copy
-                                for ow in range(wo):
-                                    pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow]
-                            else:
-                                for ow in range(wo):
-                                    pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow * sw]
-            if dac_mode > 0:
-                if input_range > 0:
-                    for lp in range(n_l):
-                        sc[lp] = input_range
-                else:
-                    for k in range(n_k):
-                        for lp in range(n_l):
-                            sc[lp] = max(sc[lp], abs(np.float64(pm[k, lp])))
-                for lp in range(n_l):
-                    if sc[lp] > 0:
-                        sd[lp] = sc[lp]
-                # s == 0 only where the whole field is 0 (or input_range <= 0): codes 0 via sd = 1
-                for k in range(n_k):
-                    if dac_levels > 0:
-                        for lp in range(n_l):
-                            s = sd[lp]
-                            q = np.rint(min(max(np.float64(pm[k, lp]), -s), s) / s * dac_levels)
-                            pm[k, lp] = np.float32(min(max(q, -dac_levels), dac_levels))
-                    else:
-                        for lp in range(n_l):
-                            s = sd[lp]
-                            pm[k, lp] = np.float32(min(max(np.float64(pm[k, lp]), -s), s) / s)
-            else:
-                for lp in range(n_l):
-                    sc[lp] = 1.0
+            _gather_fields(x, xs, b, geom, pm)
+            _dac_fields(pm, periph, sc, sd)
             s_lo = 0 if n_sx == 1 else xs
             s_hi = n_s if n_sx == 1 else xs + 1
             for smp in range(s_lo, s_hi):
-                for o0 in range(0, n_o, 4):
-                    nb = min(4, n_o - o0)
-                    tot[:, :] = 0.0
-                    for t in range(n_t):
-                        acc[:, :] = 0.0
-                        k0 = bounds[t]
-                        k1 = bounds[t + 1]
-                        if nb == 4:
-                            # 4 rows of k per pass over the accumulators (each still summed in
-                            # ascending k, one rounding per product and per add: same result)
-                            k4 = k0 + (k1 - k0) // 4 * 4
-                            for k in range(k0, k4, 4):
-                                a0 = wt[smp, k, o0]
-                                a1 = wt[smp, k, o0 + 1]
-                                a2 = wt[smp, k, o0 + 2]
-                                a3 = wt[smp, k, o0 + 3]
-                                b0 = wt[smp, k + 1, o0]
-                                b1 = wt[smp, k + 1, o0 + 1]
-                                b2 = wt[smp, k + 1, o0 + 2]
-                                b3 = wt[smp, k + 1, o0 + 3]
-                                c0 = wt[smp, k + 2, o0]
-                                c1 = wt[smp, k + 2, o0 + 1]
-                                c2 = wt[smp, k + 2, o0 + 2]
-                                c3 = wt[smp, k + 2, o0 + 3]
-                                d0 = wt[smp, k + 3, o0]
-                                d1 = wt[smp, k + 3, o0 + 1]
-                                d2 = wt[smp, k + 3, o0 + 2]
-                                d3 = wt[smp, k + 3, o0 + 3]
-                                for lp in range(n_l):
-                                    va = pm[k, lp]
-                                    vb = pm[k + 1, lp]
-                                    vc = pm[k + 2, lp]
-                                    vd = pm[k + 3, lp]
-                                    s0 = acc[0, lp] + a0 * va
-                                    s0 = s0 + b0 * vb
-                                    s0 = s0 + c0 * vc
-                                    acc[0, lp] = s0 + d0 * vd
-                                    s1 = acc[1, lp] + a1 * va
-                                    s1 = s1 + b1 * vb
-                                    s1 = s1 + c1 * vc
-                                    acc[1, lp] = s1 + d1 * vd
-                                    s2 = acc[2, lp] + a2 * va
-                                    s2 = s2 + b2 * vb
-                                    s2 = s2 + c2 * vc
-                                    acc[2, lp] = s2 + d2 * vd
-                                    s3 = acc[3, lp] + a3 * va
-                                    s3 = s3 + b3 * vb
-                                    s3 = s3 + c3 * vc
-                                    acc[3, lp] = s3 + d3 * vd
-                            for k in range(k4, k1):
-                                w0 = wt[smp, k, o0]
-                                w1 = wt[smp, k, o0 + 1]
-                                w2 = wt[smp, k, o0 + 2]
-                                w3 = wt[smp, k, o0 + 3]
-                                for lp in range(n_l):
-                                    v = pm[k, lp]
-                                    acc[0, lp] += w0 * v
-                                    acc[1, lp] += w1 * v
-                                    acc[2, lp] += w2 * v
-                                    acc[3, lp] += w3 * v
-                        elif nb == 2:
-                            k4 = k0 + (k1 - k0) // 4 * 4
-                            for k in range(k0, k4, 4):
-                                a0 = wt[smp, k, o0]
-                                a1 = wt[smp, k, o0 + 1]
-                                b0 = wt[smp, k + 1, o0]
-                                b1 = wt[smp, k + 1, o0 + 1]
-                                c0 = wt[smp, k + 2, o0]
-                                c1 = wt[smp, k + 2, o0 + 1]
-                                d0 = wt[smp, k + 3, o0]
-                                d1 = wt[smp, k + 3, o0 + 1]
-                                for lp in range(n_l):
-                                    va = pm[k, lp]
-                                    vb = pm[k + 1, lp]
-                                    vc = pm[k + 2, lp]
-                                    vd = pm[k + 3, lp]
-                                    s0 = acc[0, lp] + a0 * va
-                                    s0 = s0 + b0 * vb
-                                    s0 = s0 + c0 * vc
-                                    acc[0, lp] = s0 + d0 * vd
-                                    s1 = acc[1, lp] + a1 * va
-                                    s1 = s1 + b1 * vb
-                                    s1 = s1 + c1 * vc
-                                    acc[1, lp] = s1 + d1 * vd
-                            for k in range(k4, k1):
-                                w0 = wt[smp, k, o0]
-                                w1 = wt[smp, k, o0 + 1]
-                                for lp in range(n_l):
-                                    v = pm[k, lp]
-                                    acc[0, lp] += w0 * v
-                                    acc[1, lp] += w1 * v
-                        else:
-                            for u in range(nb):
-                                for k in range(bounds[t], bounds[t + 1]):
-                                    w = wt[smp, k, o0 + u]
-                                    for lp in range(n_l):
-                                        acc[u, lp] += w * pm[k, lp]
-                        for u in range(nb):
-                            g = gain[t, o0 + u]
-                            st = step[t, o0 + u]
-                            if adc_levels > 0:
-                                for lp in range(n_l):
-                                    v = min(max(np.rint(np.float64(acc[u, lp]) * g), -adc_levels),
-                                            adc_levels)
-                                    tot[u, lp] += v * st
-                            else:
-                                for lp in range(n_l):
-                                    tot[u, lp] += np.float64(acc[u, lp]) * st
-                    for u in range(nb):
-                        bo = bias[o0 + u]
-                        for lp in range(n_l):
-                            y[o0 + u, lp] = np.float32(tot[u, lp] * sc[lp] + bo)
-                if relu > 0:
+                _conv_sample(pm, wt, smp, bounds, gain, step, bias, periph[3], sc, acc, tot, y)
+                _post_write(y, relu, pool, ho, wo, out[smp, b])
+
+
+@njit(parallel=True, cache=True)
+def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom,
+                        out):  # pragma: no cover - compiled
+    """Fused analog convolution for ``S`` device samples, vectorised over output channels.
+
+    Same maths as :func:`analog_conv_positions` (a per-position field, its DAC scale, the
+    bit-line sums in ascending ``k``, the ADC per tile column), for layers with few output
+    positions and many channels.
+
+    Args:
+        x: Padded input, float32 ``(1, B, C, Hp, Wp)`` (shared by the samples).
+        wt: Effective weights, transposed, float32 ``(S, K, O)``.
+        bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
+        gain: float64 ``(n_row_tiles, O)`` ADC gain.
+        step: float64 ``(n_row_tiles, O)`` ADC step.
+        bias: Digital bias, float32 ``(O,)``.
+        periph: float64 ``(4,)`` converter constants.
+        geom: int64 ``(8,)`` geometry.
+        out: Output, float32 ``(S, B, O, Ho, Wo)``, written in place.
+    """
+    n_b = x.shape[1]
+    n_s, n_k, n_o = wt.shape
+    ho, wo = geom[6], geom[7]
+    adc_levels = periph[3]
+    for b in prange(n_b):
+        pm = np.empty((n_k, ho * wo), dtype=np.float32)
+        sc = np.empty(ho * wo, dtype=np.float64)
+        sd = np.empty(ho * wo, dtype=np.float64)
+        acc = np.empty(n_o, dtype=np.float32)
+        tot = np.empty(n_o, dtype=np.float64)
+        _gather_fields(x, 0, b, geom, pm)
+        _dac_fields(pm, periph, sc, sd)
+        for lp in range(ho * wo):
+            for smp in range(n_s):
+                tot[:] = 0.0
+                for t in range(bounds.shape[0] - 1):
+                    acc[:] = 0.0
+                    for k in range(bounds[t], bounds[t + 1]):
+                        v = pm[k, lp]
+                        if v != 0.0:
+                            for o in range(n_o):
+                                acc[o] += v * wt[smp, k, o]
                     for o in range(n_o):
-                        for lp in range(n_l):
-                            if y[o, lp] < 0:
-                                y[o, lp] = 0.0
-                if pkh == 0:
-                    for o in range(n_o):
-                        for oh in range(ho):
-                            for ow in range(wo):
-                                out[smp, b, o, oh, ow] = y[o, oh * wo + ow]
-                    continue
-                if pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
-                    for o in range(n_o):
-                        for qh in range(hq):
-                            r0 = qh * psh * wo
-                            r1 = r0 + pdh * wo
-                            for qw in range(wq):
-                                c0 = qw * psw
-                                c1 = c0 + pdw
-                                m = y[o, r0 + c0]
-                                v = y[o, r0 + c1]
-                                if v > m or np.isnan(v):
-                                    m = v
-                                v = y[o, r1 + c0]
-                                if v > m or np.isnan(v):
-                                    m = v
-                                v = y[o, r1 + c1]
-                                if v > m or np.isnan(v):
-                                    m = v
-                                out[smp, b, o, qh, qw] = m
-                    continue
+                        tot[o] += _adc(acc[o], gain[t, o], step[t, o], adc_levels)
                 for o in range(n_o):
-                    for qh in range(hq):
-                        for qw in range(wq):
-                            m = np.float32(-np.inf)
-                            for i in range(pkh):
-                                r = qh * psh - pph + i * pdh
-                                if r < 0 or r >= ho:
-                                    continue
-                                for j in range(pkw):
-                                    cc = qw * psw - ppw + j * pdw
-                                    if cc < 0 or cc >= wo:
-                                        continue
-                                    v = y[o, r * wo + cc]
-                                    if v > m or np.isnan(v):
-                                        m = v
-                            out[smp, b, o, qh, qw] = m
+                    out[smp, b, o, lp // wo, lp % wo] = np.float32(tot[o] * sc[lp] + bias[o])
+
+
+@njit(parallel=True, cache=True)
+def relu_maxpool(x, relu, pool, out):  # pragma: no cover - compiled
+    """``nn.ReLU`` and/or ``nn.MaxPool2d`` of a digital tensor, bit for bit (parallel).
+
+    Args:
+        x: float32 ``(N, C, H, W)``.
+        relu: 1 = apply ``max(x, 0)`` first (NaN kept).
+        pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
+        out: float32 ``(N, C, Hq, Wq)``.
+    """
+    n, c, h, w = x.shape
+    for item in prange(n):
+        y = np.empty((c, h * w), dtype=np.float32)
+        for ch in range(c):
+            for i in range(h):
+                for j in range(w):
+                    y[ch, i * w + j] = x[item, ch, i, j]
+        _post_write(y, relu, pool, h, w, out[item])
 
 
 @njit(cache=True)
-def dac_rows(x, dac_mode, dac_levels, input_range, codes, scales):  # pragma: no cover
+def dac_rows(x, periph, codes, scales):  # pragma: no cover - compiled
     """DAC of a batch of input vectors (xbar's rule), for the BLAS path of linear layers.
 
     Serial on purpose: the work is small and a parallel region's wake-up costs more.
 
     Args:
         x: float32 ``(N, K)`` inputs.
-        dac_mode: 1 = scale each vector by ``s``, 0 = copy the inputs.
-        dac_levels: ``2**(bits-1) - 1`` (float), 0 for an unrounded ``x / s``.
-        input_range: Fixed DAC full scale, <= 0 for the per-vector ``max |x|``.
+        periph: float64 ``(4,)`` converter constants (module docstring).
         codes: float32 ``(N, K)`` output: integer codes (or ``x / s``, or ``x`` if mode 0).
         scales: float64 ``(N,)`` output: ``s`` per vector (1 if mode 0).
     """
     n_k = x.shape[1]
+    dac_mode, dac_levels, input_range = periph[0], periph[1], periph[2]
     for b in range(x.shape[0]):
-        if dac_mode == 0:
+        if dac_mode <= 0:
             scales[b] = 1.0
             for k in range(n_k):
                 codes[b, k] = x[b, k]
-        else:
-            s = input_range
-            if s <= 0:
-                s = 0.0
-                for k in range(n_k):
-                    a = abs(np.float64(x[b, k]))
-                    if a > s:
-                        s = a
-            scales[b] = s
+            continue
+        s = input_range
+        if s <= 0:
+            s = 0.0
             for k in range(n_k):
-                if s > 0:
-                    xv = min(max(np.float64(x[b, k]), -s), s)
-                    if dac_levels > 0:
-                        q = np.rint(xv / s * dac_levels)
-                        codes[b, k] = np.float32(min(max(q, -dac_levels), dac_levels))
-                    else:
-                        codes[b, k] = np.float32(xv / s)
-                else:
-                    codes[b, k] = 0.0
+                s = max(s, abs(np.float64(x[b, k])))
+        scales[b] = s
+        for k in range(n_k):
+            codes[b, k] = (np.float32(dac_code(np.float64(x[b, k]), s, dac_levels)) if s > 0
+                           else 0.0)
 
 
 @njit(cache=True)
@@ -425,8 +403,8 @@ def adc_rows(p, gain, step, adc_levels, scales, bias, out):  # pragma: no cover 
 
     Args:
         p: float32 ``(n_row_tiles, N, O)`` bit-line sums.
-        gain: float64 ``(n_row_tiles, O)``: ``L_a / (F * L_d)``, 0 where ``F == 0``.
-        step: float64 ``(n_row_tiles, O)``: ``F / L_a`` (or ``1 / L_d`` without an ADC).
+        gain: float64 ``(n_row_tiles, O)`` ADC gain.
+        step: float64 ``(n_row_tiles, O)`` ADC step.
         adc_levels: ``2**(bits-1) - 1`` (float) or 0 for ideal.
         scales: float64 ``(N,)`` DAC scales.
         bias: float32 ``(O,)``.
@@ -438,11 +416,5 @@ def adc_rows(p, gain, step, adc_levels, scales, bias, out):  # pragma: no cover 
         for o in range(n_o):
             acc = 0.0
             for t in range(n_t):
-                if adc_levels > 0:
-                    v = min(max(np.rint(np.float64(p[t, n, o]) * gain[t, o]), -adc_levels),
-                            adc_levels)
-                else:
-                    v = np.float64(p[t, n, o])
-                acc += v * step[t, o]
+                acc += _adc(p[t, n, o], gain[t, o], step[t, o], adc_levels)
             out[n, o] = np.float32(acc * s + bias[o])
-

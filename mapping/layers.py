@@ -5,13 +5,10 @@ digital ``.bias``) and holds a :class:`xbar.TiledCrossbar` (``.crossbar``) built
 ``weight.flatten(1)``, the ``(out, in)`` matrix (a convolution is lowered by im2col:
 ``in = in_channels * kh * kw`` in ``(c, i, j)`` order, one matrix row per output position).
 
-It runs through one of two backends (:attr:`backend`):
+How it executes is a strategy object, ``layer.execution`` (:mod:`mapping.execution`:
+``reference``, ``fused``, ``torch``, ``ideal``), chosen by :func:`mapping.set_execution`.
 
-* ``"numba"`` (default on CPU): ``crossbar.matmul`` on numpy, not differentiable;
-* ``"torch"``: the same periphery maths in torch ops (:mod:`mapping.torch_ops`), differentiable
-  (straight-through rounding), on the layer's device.
-
-The torch backend uses, in order of precedence, a variation drawn with torch by
+The torch strategies use, in order of precedence, a variation drawn with torch by
 :meth:`resample` (``w_eff = w * exp(theta)``, gradients reach ``weight``), else the effective
 weight of the last :meth:`program` (taken from xbar; the gradient reaches ``weight`` straight
 through: ``w + (w_eff - w).detach()``), else the live (level-quantised) weight itself (after
@@ -29,30 +26,34 @@ from torch import nn
 
 from xbar import TiledCrossbar, XbarConfig, balanced_splits
 
-from . import torch_ops
+from . import execution as _execution
+from . import torch_ops, torch_weights
 from .errors import ArgumentTypeError, BackendError, NotProgrammedError, UnsupportedLayerError
 
-#: Execution backends accepted by :func:`mapping.set_backend`.
+#: Legacy backend names accepted by :func:`mapping.set_backend` (aliases of executions).
 BACKENDS = ("numba", "torch")
+_BACKEND_EXECUTION = {"numba": "reference", "torch": "torch"}
 
 
 class CrossbarLayer(nn.Module):
-    """Base of the crossbar layers: crossbar, programming, backends (not used directly)."""
+    """Base of the crossbar layers: crossbar, programming, execution (not used directly)."""
 
     weight: nn.Parameter
     bias: nn.Parameter | None
+    #: True for convolutions (lowered by im2col).
+    is_conv = False
 
     def _init_crossbar(self, config: XbarConfig) -> None:
         if not isinstance(config, XbarConfig):
             raise ArgumentTypeError(f"config must be an xbar.XbarConfig, got "
                                     f"{type(config).__name__}")
         self.config = config
-        self._backend: str | None = None
+        self._execution: _execution.Execution | None = None
+        self.program_count = 0           # bumped by every program()/program_ideal()
         self._key: tuple | None = None
         self._mode = "unprogrammed"     # "programmed" | "ideal" after program/program_ideal
         self._noise: tuple[torch.Tensor, torch.Tensor | None] | None = None   # resample()
         self._torch_cache: dict[str, torch.Tensor] = {}
-        self._fast = None                # Monte-Carlo fast path hook (mapping.montecarlo)
         self.last_output_size: tuple[int, int] | None = None   # conv (Ho, Wo) of last forward
         self.crossbar = self._build()
         self.program_ideal()
@@ -92,18 +93,35 @@ class CrossbarLayer(nn.Module):
             self.crossbar = self._build()
 
     @property
+    def execution(self) -> _execution.Execution:
+        """The strategy running this layer; unset = ``reference`` on CPU, ``torch`` elsewhere."""
+        if self._execution is not None:
+            return self._execution
+        return _execution.automatic(self)
+
+    @execution.setter
+    def execution(self, strategy: _execution.Execution | str | None) -> None:
+        if isinstance(strategy, str):
+            strategy = _execution.make_execution(strategy)
+        if strategy is not None and not isinstance(strategy, _execution.Execution):
+            raise BackendError(f"execution must be a mapping.execution.Execution, a name in "
+                               f"{_execution.EXECUTIONS} or None, got {strategy!r}")
+        self._execution = strategy
+
+    @property
     def backend(self) -> str:
-        """``"numba"`` or ``"torch"``; unset = numba for CPU weights, torch otherwise."""
-        if self._backend is not None:
-            return self._backend
-        return "numba" if self.weight.device.type == "cpu" else "torch"
+        """Legacy view of :attr:`execution`: ``"numba"`` (Numba-run) or ``"torch"``.
+
+        Setting it (``"numba"``, ``"torch"``, None) sets the execution.
+        """
+        return "numba" if self.execution.uses_numba else "torch"
 
     @backend.setter
     def backend(self, name: str | None) -> None:
         if name is not None and name not in BACKENDS:
             raise BackendError(f"backend must be one of {BACKENDS} (or None for automatic), "
                                f"got {name!r}")
-        self._backend = name
+        self.execution = None if name is None else _BACKEND_EXECUTION[name]
 
     # ------------------------------------------------------------------ programming
     def program(self, rng: np.random.Generator | int) -> None:
@@ -123,6 +141,7 @@ class CrossbarLayer(nn.Module):
         self._after_program("ideal")
 
     def _after_program(self, mode: str) -> None:
+        self.program_count += 1
         self._mode = mode
         self._noise = None
         self._torch_cache = {}
@@ -159,96 +178,24 @@ class CrossbarLayer(nn.Module):
         self._noise = None
 
     # ------------------------------------------------------------------ torch maths
-    def _target(self, w: torch.Tensor) -> torch.Tensor:
-        """Level-quantised target weights (straight-through), as xbar programs them."""
-        levels = self.config.device.levels
-        if levels is None:
-            return w
-        w_max = w.detach().abs().amax().clamp_min(1e-30)
-        a = torch_ops.round_ste(w.abs() / w_max * (levels - 1)) / (levels - 1) * w_max
-        return torch.sign(w) * a
-
-    def _varied(self, w_t: torch.Tensor) -> torch.Tensor:
-        z_pos, z_neg = self._noise
-        if z_neg is None:
-            return w_t * torch.exp(z_pos)
-        d = self.config.device
-        w_max = self.weight.detach().abs().amax()                    # xbar's weight_scale
-        w_max = torch.where(w_max > 0, w_max, torch.ones_like(w_max))
-        k = (d.g_max - d.g_min) / w_max
-        gp = d.g_min + torch.relu(w_t) * k
-        gn = d.g_min + torch.relu(-w_t) * k
-        return (gp * torch.exp(z_pos) - gn * torch.exp(z_neg)) / k
-
     def torch_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Effective weight and ADC full scale used by the torch backend.
+        """Effective weight and ADC full scale of the torch strategies.
+
+        See :func:`mapping.torch_weights.torch_weight`.
 
         Returns:
             ``(w_eff, F)``: ``(out, in)`` on the weight's device (carrying gradients to
             ``weight``), and ``(n_row_tiles, out)`` full scales (weight units, no gradient).
         """
-        w = self.weight_matrix()
-        dev = w.device
-        if self.config.tile.has_ir_drop:
-            return self._ir_torch_weight(w)
-        if self._noise is not None or self._mode == "ideal":
-            w_t = self._target(w)          # live weights: training updates are seen at once
-            bounds = self.row_bounds()
-            fs = self.config.adc.full_scale * torch.stack(
-                [w_t.detach()[:, a:b].abs().sum(1) for a, b in zip(bounds[:-1], bounds[1:])])
-            return (w_t if self._noise is None else self._varied(w_t)), fs
-        if self._mode == "unprogrammed":
-            raise NotProgrammedError("crossbar layer is not programmed; call program() first")
-        cache = self._torch_cache
-        if cache.get("device") is None or cache["w_eff"].device != dev:
-            cache["w_eff"] = torch.from_numpy(self.crossbar.effective_weight()).to(dev)
-            cache["fs"] = torch.from_numpy(self.crossbar.adc_full_scale()).to(dev, torch.float32)
-            cache["device"] = dev
-        w_eff = cache["w_eff"].to(w.dtype)
-        return w + (w_eff - w).detach(), cache["fs"]
-
-    def _ir_torch_weight(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Torch-backend weight with IR drop: xbar's solved tiles, gradient straight through.
-
-        Raises:
-            BackendError: the layer holds a :meth:`resample` draw (torch cannot solve the
-                resistive network).
-            NotProgrammedError: unprogrammed, or the weight changed since programming.
-        """
-        if self._noise is not None:
-            raise BackendError("tile.line_resistance > 0: the torch backend cannot apply IR "
-                               "drop to a resample() draw; call program() (xbar solves the "
-                               "tiles) or clear_variation()")
-        if self._mode == "unprogrammed":
-            raise NotProgrammedError("crossbar layer is not programmed; call program() first")
-        self._refresh_or_fail()
-        cache = self._torch_cache
-        if cache.get("device") is None or cache["w_eff"].device != w.device:
-            cache["w_eff"] = torch.from_numpy(self.crossbar.circuit_weight()).to(w.device)
-            cache["fs"] = torch.from_numpy(self.crossbar.adc_full_scale()).to(w.device,
-                                                                                torch.float32)
-            cache["device"] = w.device
-        return w + (cache["w_eff"].to(w.dtype) - w).detach(), cache["fs"]
+        return torch_weights.torch_weight(self)
 
     def analog_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W_eff.T`` through DAC, tiles and ADC on the current backend (no bias).
+        """``x @ W_eff.T`` through DAC, tiles and ADC on the current execution (no bias).
 
         Shape:
             ``x``: ``(N, in)`` -> ``(N, out)``.
         """
-        if self.backend == "torch":
-            w_eff, fs = self.torch_weight()
-            c = self.config
-            return torch_ops.analog_matmul(x, w_eff, self.row_bounds(), fs,
-                                           dac_bits=c.dac.bits, dac_input_range=c.dac.input_range,
-                                           adc_bits=c.adc.bits)
-        if self._noise is not None:
-            raise NotProgrammedError("the numba backend runs the xbar-programmed cells; this "
-                                     "layer holds a torch resample() draw: call program() or "
-                                     "clear_variation(), or set_backend(model, 'torch')")
-        self._refresh_or_fail()
-        y = self.crossbar.matmul(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(y).to(x.device, x.dtype)
+        return self.execution.matmul(self, x)
 
     def _refresh_or_fail(self) -> None:
         if not self._weight_unchanged():
@@ -259,7 +206,7 @@ class CrossbarLayer(nn.Module):
         """Tile grid and backend (appended to the subclass's description)."""
         t = self.config.tile
         return (f"{super().extra_repr()}, tiles={self.crossbar.tile_grid} of "
-                f"{t.n_rows}x{t.n_cols}, backend={self.backend}")
+                f"{t.n_rows}x{t.n_cols}, execution={self.execution.name}")
 
 
 def _param(t: torch.Tensor | None) -> nn.Parameter | None:
@@ -305,11 +252,18 @@ class CrossbarLinear(CrossbarLayer):
                    _bias=module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Analog product plus digital bias."""
-        if self._fast is not None:
-            return self._fast(self, x)
+        """Analog product plus digital bias, on the layer's :attr:`execution`."""
+        return self.execution.forward(self, x)
+
+    def lowered(self, x: torch.Tensor, matmul) -> torch.Tensor:
+        """``matmul(rows) + bias`` over the flattened leading dimensions of ``x``.
+
+        Args:
+            x: ``(*, in_features)``.
+            matmul: ``(N, in) -> (N, out)`` product of an execution strategy.
+        """
         lead = x.shape[:-1]
-        y = self.analog_matmul(x.reshape(-1, self.in_features))
+        y = matmul(x.reshape(-1, self.in_features))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
@@ -330,6 +284,8 @@ class CrossbarConv2d(CrossbarLayer):
     Shape:
         ``(B, C, H, W)`` -> ``(B, out_channels, Ho, Wo)`` (unbatched ``(C, H, W)`` accepted).
     """
+
+    is_conv = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  config: XbarConfig, *, stride: tuple[int, int] = (1, 1),
@@ -402,9 +358,16 @@ class CrossbarConv2d(CrossbarLayer):
         return sizes[0], sizes[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """im2col, analog product, digital bias."""
-        if self._fast is not None:
-            return self._fast(self, x)
+        """im2col, analog product, digital bias, on the layer's :attr:`execution`."""
+        return self.execution.forward(self, x)
+
+    def lowered(self, x: torch.Tensor, matmul) -> torch.Tensor:
+        """im2col of ``x``, ``matmul(rows)``, fold back to NCHW, digital bias.
+
+        Args:
+            x: ``(B, C, H, W)`` or ``(C, H, W)``.
+            matmul: ``(N, in) -> (N, out)`` product of an execution strategy.
+        """
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
@@ -414,7 +377,7 @@ class CrossbarConv2d(CrossbarLayer):
         cols = F.unfold(self.padded_input(x), self.kernel_size, dilation=self.dilation,
                         stride=self.stride)                       # (B, K, L)
         rows = cols.transpose(1, 2).reshape(b * ho * wo, -1)      # (B*L, K)
-        y = self.analog_matmul(rows).reshape(b, ho * wo, self.out_channels).transpose(1, 2)
+        y = matmul(rows).reshape(b, ho * wo, self.out_channels).transpose(1, 2)
         y = y.reshape(b, self.out_channels, ho, wo)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

@@ -26,26 +26,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from xbar.errors import InputError
 
+from .batched import batched_run
+from .batched import group_size as batched_group
 from .control import LayerSelection, _layers_or_fail, program, select_layers
 from .errors import DataError, MappingError, NumericalError
-from .fastpath import FastState, PostOps, fused_forward, sample_weights
-from .layers import CrossbarConv2d, CrossbarLayer
+from .evaluation import (_count_correct, _inputs_fit, _model_device, evaluate_accuracy,
+                         materialise)
+from .execution import FusedExecution
+from .fastpath import fused_forward, sample_weights
+from .fusion import fusable, install_fusion, remove_fusion
+from .threads import torch_single_threaded
 
 #: Bytes allowed for first-layer outputs of one chunk times one sample group.
 _GROUP_BYTES = 256 * 2**20
 #: Bytes allowed for the effective weights of one sample group.
 _STATE_BYTES = 256 * 2**20
 #: Names accepted by ``run_monte_carlo(engine=...)``.
-_ENGINES = ("auto", "fused", "reference")
+_ENGINES = ("auto", "fused", "reference", "batched")
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,9 @@ class MonteCarloResult:
         layers: Names of the varied crossbar layers.
         n_images: Images evaluated per sample.
         seconds: Wall-clock time of the run.
-        engine: How the samples ran: ``"fused"`` (the fast path of :mod:`mapping.fastpath`)
-            or ``"reference"`` (program each sample, then evaluate the model as it is).
+        engine: How the samples ran: ``"fused"`` (the fast path of :mod:`mapping.fastpath`),
+            ``"reference"`` (program each sample, then evaluate the model as it is) or
+            ``"batched"`` (several samples per torch pass, :mod:`mapping.batched`).
         fused_layers: Names of the crossbar layers whose outputs came from the fused kernel
             (every crossbar layer the forward pass reaches, wherever it sits in the module
             tree, e.g. inside a digital wrapper); empty for the reference engine.
@@ -98,144 +103,6 @@ class MonteCarloResult:
                 f"device samples ({self.n_images} images)")
 
 
-def materialise(data: Iterable) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Read every ``(inputs, labels)`` batch of ``data`` once (CPU tensors), checked.
-
-    Inputs must be floating-point tensors ``(N, ...)`` with the same per-example shape in
-    every batch; labels a 1-D integer tensor ``(N,)`` of class indices ``>= 0``.
-
-    Raises:
-        DataError: empty data, batches that are not ``(inputs, labels)`` pairs, or inputs or
-            labels of the wrong shape or dtype (the message names what was expected).
-    """
-    out = []
-    example_shape = None
-    for i, batch in enumerate(data):
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise DataError(f"data must yield (inputs, labels) batches; batch {i} is a "
-                            f"{type(batch).__name__}")
-        try:
-            x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise DataError(f"batch {i}: inputs and labels must be tensors or arrays ({exc})"
-                            ) from None
-        _check_batch(i, x, y)
-        if example_shape is None:
-            example_shape = tuple(x.shape[1:])
-        elif tuple(x.shape[1:]) != example_shape:
-            raise DataError(f"batch {i}: inputs have per-example shape {tuple(x.shape[1:])}, "
-                            f"but batch 0 has {example_shape}; every batch must match")
-        out.append((x.cpu(), y.cpu()))
-    if not out or sum(len(y) for _, y in out) == 0:
-        raise DataError("data holds no batches; give an iterable of (inputs, labels), e.g. a "
-                        "DataLoader")
-    return out
-
-
-def _check_batch(i: int, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Shapes and dtypes of one batch (see :func:`materialise`)."""
-    if x.ndim < 2 or not torch.is_floating_point(x):
-        raise DataError(f"batch {i}: inputs must be a floating-point tensor (N, ...), e.g. "
-                        f"images (N, C, H, W); got shape {tuple(x.shape)}, dtype {x.dtype}")
-    if y.ndim != 1 or y.dtype == torch.bool or torch.is_floating_point(y) or y.is_complex():
-        hint = (" (one-hot labels: use labels.argmax(1))" if y.ndim == 2 and y.shape[-1] > 1
-                else " (use labels.view(-1))" if y.ndim == 2 else "")
-        raise DataError(f"batch {i}: labels must be a 1-D integer tensor of class indices, "
-                        f"shape (N,); got shape {tuple(y.shape)}, dtype {y.dtype}{hint}")
-    if x.shape[0] != y.shape[0]:
-        raise DataError(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} labels")
-    if len(y) and int(y.min()) < 0:
-        raise DataError(f"batch {i}: labels must be class indices >= 0, got {int(y.min())}")
-
-
-@contextmanager
-def _inputs_fit(x: torch.Tensor):
-    """Turn a model's shape error on the first batch into a :class:`DataError`."""
-    try:
-        yield
-    except (MappingError, InputError):
-        raise
-    except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"inputs of per-example shape {tuple(x.shape[1:])} (dtype {x.dtype}) "
-                        f"do not fit the model: {first}") from exc
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
-    """Correct arg-max predictions; the logits must be finite ``(N, classes)``.
-
-    Raises:
-        NumericalError: NaN/inf logits (their arg-max would be reported as an accuracy).
-        DataError: logits not ``(N, classes)``, or a label ``>= classes``.
-    """
-    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
-        raise DataError(f"the model must return logits (N, classes) = ({labels.shape[0]}, "
-                        f"classes); got shape {tuple(logits.shape)}")
-    if not bool(torch.isfinite(logits).all()):
-        bad = int((~torch.isfinite(logits)).sum())
-        raise NumericalError(f"{bad} of {logits.numel()} logits are NaN/inf, so no accuracy "
-                             "can be reported (is the variation sigma so large that "
-                             "exp(theta) overflows float32?)")
-    if len(labels) and int(labels.max()) >= logits.shape[1]:
-        raise DataError(f"label {int(labels.max())} is out of range for a model with "
-                        f"{logits.shape[1]} classes (labels must be in [0, {logits.shape[1]}))")
-    return int((logits.argmax(dim=-1) == labels.to(logits.device)).sum())
-
-
-def evaluate_accuracy(model: nn.Module, data: Iterable, *,
-                      device: torch.device | str | None = None) -> float:
-    """Fraction of correctly classified inputs (arg-max of the logits), in eval mode.
-
-    Args:
-        model: Any classifier (converted or not), run as it is programmed now.
-        data: Iterable of ``(inputs, labels)`` batches.
-        device: Where to run; default the device of the model's parameters.
-
-    Returns:
-        Accuracy in [0, 1].
-
-    Raises:
-        DataError: empty or malformed data (see :func:`materialise`), or inputs that do not
-            fit the model.
-        NumericalError: NaN/inf logits.
-
-    Note:
-        With numba-backend crossbar layers on CPU, torch runs single-threaded during the
-        evaluation (its spinning OpenMP workers would starve Numba's), then is restored.
-    """
-    dev = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    threads = torch.get_num_threads()
-    if dev.type == "cpu" and any(layer.backend == "numba" for layer in _all_crossbar(model)):
-        torch.set_num_threads(1)     # see _fast_run: torch's spinning workers starve Numba's
-    correct = total = 0
-    try:
-        with torch.no_grad():
-            for i, (x, y) in enumerate(materialise(data)):
-                if i == 0:
-                    with _inputs_fit(x):
-                        logits = model(x.to(dev))
-                else:
-                    logits = model(x.to(dev))
-                correct += _count_correct(logits, y)
-                total += len(y)
-    finally:
-        torch.set_num_threads(threads)
-        model.train(was_training)
-    return correct / total
-
-
-def _all_crossbar(model: nn.Module) -> list:
-    return [m for m in model.modules() if isinstance(m, CrossbarLayer)]
-
-
 def _rechunk(batches, images_per_chunk: int):
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
@@ -263,26 +130,29 @@ def _first_layer_plan(model, entries, x):
 
 
 def _capture_input(model, layer, x):
+    """The input ``layer`` receives when ``model`` runs on ``x`` (the forward stops there)."""
     box = {}
 
     def grab(_layer, inp):
-        box["x"] = inp.detach().clone()
+        box["x"] = inp[0].detach().clone()
         raise _Stop
 
-    prev, layer._fast = layer._fast, grab
+    handle = layer.register_forward_pre_hook(grab)
     try:
         with torch.no_grad():
             model(x)
     except _Stop:
         pass
     finally:
-        layer._fast = prev
+        handle.remove()
     return box["x"]
 
 
 def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, seed: int = 0,
                     layers: LayerSelection = None, progress: bool = True,
-                    group_size: int | None = None, engine: str = "auto") -> MonteCarloResult:
+                    group_size: int | None = None, engine: str = "auto",
+                    device: torch.device | str | None = None) -> MonteCarloResult:
+    # Over 60 lines because of its docstring; the body (checks, one dispatch) is ~40 lines.
     """Accuracy of a converted model over ``samples`` device samples.
 
     Args:
@@ -293,7 +163,8 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         seed: Seed of the samples (int >= 0); the same seed gives the same accuracies.
         layers: Varied layers (see :func:`mapping.program`); the others are exact.
         progress: Show a tqdm bar over samples.
-        group_size: Samples sharing one first-layer pass (fast path); default chosen by memory.
+        group_size: Samples sharing one first-layer pass (fast path) or one forward pass
+            (batched engine); default chosen by memory.
         engine: ``"auto"`` (the fused fast path where it applies -- CPU, no read noise --
             else the reference loop), ``"fused"`` (the fast path, or an error) or
             ``"reference"`` (program each sample and evaluate the model as it is, e.g. to
@@ -301,6 +172,9 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
             to rare one-step ADC flips (summation order). Digital modules anywhere in the
             model (e.g. a compensator wrapped around a crossbar layer) run as plain torch
             in both; :attr:`MonteCarloResult.engine` and ``fused_layers`` say what ran.
+            ``"batched"`` (:mod:`mapping.batched`): ``S`` samples per torch pass, the
+            default on a CUDA ``device``.
+        device: Where to run (the model is moved there); default the model's device.
 
     Returns:
         The :class:`MonteCarloResult`.
@@ -311,8 +185,9 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         NumericalError: a device sample gives NaN/inf logits (e.g. sigma so large that
             ``exp(theta)`` overflows); no accuracy is reported.
         LayerSelectionError: no crossbar layers or a bad ``layers``.
-        MappingError: ``engine`` is not one of the three names, or ``"fused"`` is asked for
-            a model the fast path cannot run (on CUDA, or with read noise).
+        MappingError: ``engine`` is not one of the four names, ``"fused"`` is asked for
+            a model the fast path cannot run (on CUDA, or with read noise), or
+            ``"batched"`` for a model with read noise.
     """
     if engine not in _ENGINES:
         raise MappingError(f"engine must be one of {', '.join(map(repr, _ENGINES))}, "
@@ -330,7 +205,15 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
     n_images = sum(len(y) for _, y in batches)
     was_training = model.training
     model.eval()
-    fast = (_model_device(model).type == "cpu"
+    if device is not None:
+        model.to(device)
+    no_noise = all(layer.config.device.read_noise == 0 for _, layer in entries)
+    batched = engine == "batched" or (engine == "auto" and _model_device(model).type != "cpu"
+                                      and no_noise)
+    if batched and not no_noise:
+        raise MappingError("engine='batched' models no read noise (it stacks xbar's programmed "
+                           "cells); use engine='reference'")
+    fast = (not batched and _model_device(model).type == "cpu"
             and all(layer.config.device.read_noise == 0 for _, layer in entries)
             and all(p.device.type == "cpu" for p in model.parameters()))
     if engine == "fused" and not fast:
@@ -341,7 +224,10 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
     fused: list[str] = []
     bar = tqdm(total=samples, desc="Monte-Carlo", disable=not progress, leave=False)
     try:
-        if fast:
+        if batched:
+            acc = batched_run(model, entries, batches, seqs, layers, _model_device(model),
+                              group_size or batched_group(entries, samples), bar)
+        elif fast:
             acc, fused = _fast_run(model, entries, batches, seqs, layers, group_size, bar)
         else:
             acc = []
@@ -354,117 +240,46 @@ def run_monte_carlo(model: nn.Module, data: Iterable, *, samples: int = 250, see
         model.train(was_training)
     return MonteCarloResult.from_accuracies(acc, seed=seed, layers=names, n_images=n_images,
                                             seconds=time.perf_counter() - t0,
-                                            engine="fused" if fast else "reference",
+                                            engine=("batched" if batched else "fused" if fast
+                                                    else "reference"),
                                             fused_layers=fused)
-
-
-def _no_hooks(m: nn.Module) -> bool:
-    return not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
-
-
-def _fusable(model: nn.Module, entries) -> dict:
-    """Digital ``nn.ReLU`` / ``nn.MaxPool2d`` that directly follow a crossbar conv.
-
-    Only inside a plain ``nn.Sequential`` (its ``forward`` feeds each module's output to the
-    next one only), exact module types, no hooks, floor-mode pools without indices.
-
-    Returns:
-        ``{id(conv): (PostOps, [(sequential, key), ...])}`` for the modules to skip.
-    """
-    found = {}
-    ours = {id(layer) for _, layer in entries}
-    for parent in model.modules():
-        if type(parent) is not nn.Sequential:
-            continue
-        items = list(parent._modules.items())
-        for i, (_, m) in enumerate(items):
-            if (not isinstance(m, CrossbarConv2d) or id(m) not in ours or not _no_hooks(m)
-                    or id(m) in found):
-                continue
-            relu, pool, skip = False, None, []
-            j = i + 1
-            if j < len(items) and type(items[j][1]) is nn.ReLU and _no_hooks(items[j][1]):
-                relu = True
-                skip.append((parent, items[j][0]))
-                j += 1
-            if j < len(items) and type(items[j][1]) is nn.MaxPool2d and _no_hooks(items[j][1]):
-                mp = items[j][1]
-                ks = mp.kernel_size if isinstance(mp.kernel_size, tuple) else (mp.kernel_size,) * 2
-                pd = mp.padding if isinstance(mp.padding, tuple) else (mp.padding,) * 2
-                if (not mp.ceil_mode and not mp.return_indices
-                        and all(2 * p <= k for p, k in zip(pd, ks))):
-                    pool = mp
-                    skip.append((parent, items[j][0]))
-            if skip:
-                found[id(m)] = (PostOps(relu, pool), skip)
-    return found
-
-
-def _install_fusion(model, states, fusable, probe) -> list:
-    """Skip the fusable modules (fused into the conv kernels) if the probe output is unchanged.
-
-    Returns:
-        ``[(sequential, key, module)]`` to put back (empty when nothing was fused).
-    """
-    if not fusable:
-        return []
-    with torch.no_grad():
-        ref = model(probe)
-    saved = []
-    for lid, (post, skip) in fusable.items():
-        states[lid].post = post
-        for parent, key in skip:
-            saved.append((parent, key, parent._modules[key]))
-            parent._modules[key] = nn.Identity()
-    with torch.no_grad():
-        same = torch.equal(model(probe), ref)
-    if not same:                        # a structure the check above did not foresee
-        _remove_fusion(states, saved)
-        return []
-    return saved
-
-
-def _remove_fusion(states, saved) -> None:
-    for parent, key, module in reversed(saved):
-        parent._modules[key] = module
-    for st in states.values():
-        st.post = None
 
 
 def _fast_run(model, entries, batches, seqs, layers, group_size, bar
               ) -> tuple[list[float], list[str]]:
-    """The fast path: ``(accuracies, names of the layers the fused kernel ran)``."""
-    states = {}
+    """The fast path: ``(accuracies, names of the layers the fused kernel ran)``.
+
+    Every crossbar layer gets its own :class:`FusedExecution` for the run; the strategies
+    the layers held before are put back afterwards.
+    """
+    states, before = {}, {}
     for _, layer in entries:
         layer.program_ideal()           # crossbars rebuilt from the current weights
-        states[id(layer)] = FastState(layer)
-    n_images = sum(len(y) for _, y in batches)
+        before[id(layer)] = layer._execution
+        states[id(layer)] = FusedExecution()
     with _inputs_fit(batches[0][0]):
         first, once = _first_layer_plan(model, entries, batches[0][0][:1])
-    threads = torch.get_num_threads()
-    # Numba kernels and torch ops alternate; torch's OpenMP workers keep spinning after each
-    # op and starve the Numba workers, so torch runs single-threaded inside the loop.
-    torch.set_num_threads(1)
     saved = []
-    try:
-        for _, layer in entries:
-            st = states[id(layer)]
-            st.wt = sample_weights(layer)[None]
-            layer._fast = st
-        if once:                        # a conv called twice would apply its ops twice
-            saved = _install_fusion(model, states, _fusable(model, entries),
-                                    batches[0][0][:4])
-        for st in states.values():
-            st.calls = 0                # count the sample loop only, not the probes above
-        acc = _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states,
-                         first, once, n_images)
-        return acc, [name for name, layer in entries if states[id(layer)].calls > 0]
-    finally:
-        torch.set_num_threads(threads)
-        _remove_fusion(states, saved)
-        for _, layer in entries:
-            layer._fast = None
-            states[id(layer)].override = None
+    # Numba kernels and torch ops alternate: torch single-threaded (mapping.threads).
+    with torch_single_threaded():
+        try:
+            for _, layer in entries:
+                st = states[id(layer)]
+                layer.execution = st
+                st.pin(layer, sample_weights(layer)[None])
+            if once:                        # a conv called twice would apply its ops twice
+                saved = install_fusion(model, states, fusable(model, entries),
+                                       batches[0][0][:4])
+            for st in states.values():
+                st.calls = 0                # count the sample loop only, not the probes above
+            acc = _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states,
+                             first, once)
+            return acc, [name for name, layer in entries if states[id(layer)].calls > 0]
+        finally:
+            remove_fusion(states, saved)
+            for _, layer in entries:
+                layer.execution = before[id(layer)]
+                states[id(layer)].override = None
 
 
 def _finite_weights(name: str, w: np.ndarray) -> np.ndarray:
@@ -477,8 +292,14 @@ def _finite_weights(name: str, w: np.ndarray) -> np.ndarray:
     return w
 
 
-def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, first, once,
-               n_images) -> list[float]:
+def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, first, once
+               ) -> list[float]:
+    """Samples in groups; the first layer's output of a group comes from one kernel call.
+
+    Longer than ~60 lines: the group set-up, the chunk loop and the per-sample pinning share
+    many locals; splitting it would pass them all around.
+    """
+    n_images = sum(len(y) for _, y in batches)
     weights = sum(layer.crossbar.shape[0] * layer.crossbar.shape[1] for _, layer in entries)
     if group_size is None:
         group_size = int(max(1, min(8, _STATE_BYTES // max(1, 4 * weights))))
@@ -513,7 +334,7 @@ def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, f
                                         cached[c], stack, post=states[id(first_layer)].post)
                 for s, w in enumerate(wts):
                     for _, layer in entries:
-                        states[id(layer)].wt = w[id(layer)]
+                        states[id(layer)].wt = w[id(layer)]     # pinned (pin() synced it)
                     if pre is not None:
                         states[id(first_layer)].override = pre[s]
                     correct[s] += _count_correct(model(x), y)

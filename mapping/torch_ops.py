@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from xbar import adc_gain_step, code_levels
 
 
 def lognormal_theta(shape: Sequence[int], sigma: float, *,
@@ -99,20 +100,11 @@ def dac_quantise(
     xv = torch.minimum(torch.maximum(x, -safe), safe) / safe
     if bits is None:
         return torch.where(pos, xv, torch.zeros_like(xv)), s, 1.0
-    levels = float(2 ** (bits - 1) - 1)
+    levels = code_levels(bits)
     code = torch.clamp(round_ste(xv * levels), -levels, levels)
     return torch.where(pos, code, torch.zeros_like(code)), s, levels
 
 
-def adc_gain_step(
-    full_scale: torch.Tensor, adc_bits: int, div: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """ADC gain ``L_a / (F * div)`` (0 where ``F == 0``) and step ``F / L_a`` (xbar's)."""
-    levels = float(2 ** (adc_bits - 1) - 1)
-    pos = full_scale > 0
-    safe = torch.where(pos, full_scale, torch.ones_like(full_scale))
-    gain = torch.where(pos, levels / (safe * div), torch.zeros_like(safe))
-    return gain, full_scale / levels
 
 
 def analog_matmul(
@@ -148,8 +140,8 @@ def analog_matmul(
     if adc_bits is None:
         y = codes @ weight.t()
         return y if s is None else y * (s / div)
-    levels = float(2 ** (adc_bits - 1) - 1)
-    gain, step = adc_gain_step(adc_full_scale.to(x.dtype), adc_bits, div)
+    levels = code_levels(adc_bits)
+    gain, step = adc_gain_step(adc_full_scale.to(x.dtype), adc_bits, dac_bits)
     y = None
     for t in range(len(row_bounds) - 1):
         r0, r1 = int(row_bounds[t]), int(row_bounds[t + 1])

@@ -240,24 +240,19 @@ def test_study_crossbar_is_rram_lognormal_and_line_resistance_reaches_monte_carl
     assert seen == [2.0] and 0.0 <= res["mean"] <= 1.0
 
 
-def test_ideal_conv_shortcut_equals_torch_backend():
-    from correctnet.compensation.train import _IdealConv, _swap_convs
-
+def test_ideal_execution_equals_torch_execution_on_a_compensated_network():
     torch.manual_seed(0)
     model = insert_compensation(build_model("lenet5").eval(), {"features.conv2": 1.0})
     analog = mapping.convert_to_crossbar(model, XbarConfig.rram_lognormal(0.5))
-    mapping.set_backend(analog, "torch")
+    mapping.set_execution(analog, "torch")
     mapping.resample(analog, torch.Generator().manual_seed(3))
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         ref = analog(x)
-        undo = _swap_convs(analog)
-        assert len(undo) == 2 and isinstance(analog.features.conv1, _IdealConv)
+        mapping.set_execution(analog, "ideal")
+        assert set(mapping.executions(analog).values()) == {"ideal"}
         fast = analog(x)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
-    # quantised periphery keeps the backend's own forward
-    cfg = XbarConfig.rram_lognormal(0.5, dac_bits=8, adc_bits=8)
-    assert _swap_convs(mapping.convert_to_crossbar(model, cfg)) == []
 
 
 def test_cli_compensate_one_plan(tiny_run, tmp_path, capsys):

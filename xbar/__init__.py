@@ -12,13 +12,14 @@ import numpy as np
 from . import irdrop, kernels
 from .config import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 from .crossbar import TiledCrossbar, balanced_splits
+from .periphery import adc_gain_step, code_levels
 from .errors import (ConfigError, ConvergenceError, InputError, NotProgrammedError, ShapeError,
                      XbarError)
 
 __all__ = [
     "ADCConfig", "ConfigError", "ConvergenceError", "DACConfig", "DeviceConfig", "InputError",
     "NotProgrammedError", "ShapeError", "TileConfig", "TiledCrossbar", "XbarConfig", "XbarError",
-    "balanced_splits", "irdrop",
+    "adc_gain_step", "balanced_splits", "code_levels", "irdrop",
     "warmup",
 ]
 

@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 from . import _blas, irdrop, kernels
+from .periphery import adc_gain_step, code_levels
 from .config import XbarConfig
 from .errors import ConfigError, InputError, NotProgrammedError, ShapeError
 
@@ -414,7 +415,7 @@ class TiledCrossbar:
         dac, adc = self._config.dac, self._config.adc
         batch = x.shape[0]
         in_range = float(dac.input_range or 0.0)
-        q_dac = float(2 ** (dac.bits - 1) - 1) if dac.bits is not None else 0.0
+        q_dac = code_levels(dac.bits)
         if adc.bits is None:
             if dac.bits is None and dac.input_range is None:
                 return x @ wt                                   # one plain GEMM
@@ -424,12 +425,8 @@ class TiledCrossbar:
             y = codes @ wt
             kernels.scale_rows(y, scales / q_dac if q_dac else scales)
             return y
-        q_adc = float(2 ** (adc.bits - 1) - 1)
-        in_div = q_dac if q_dac else 1.0
-        f = self._full_scale
-        with np.errstate(divide="ignore"):
-            gain = np.where(f > 0.0, q_adc / (f * in_div), 0.0)
-        step = f / q_adc
+        q_adc = code_levels(adc.bits)
+        gain, step = adc_gain_step(self._full_scale, adc.bits, dac.bits)
         y = np.empty((batch, self._n_out), dtype=np.float32)
         nb_max, n_group = self._blocks(batch)
         starts = list(range(0, batch, nb_max))

@@ -95,9 +95,13 @@ def _row_scale(x, b, input_range):  # pragma: no cover - compiled
     return s
 
 
-@njit(cache=True)
-def _dac_value(xv, s, qmax):  # pragma: no cover - compiled
-    """Normalised DAC output of one input: ``x / s`` (qmax == 0) or the integer code."""
+@njit(cache=True, inline="always")
+def dac_code(xv, s, qmax):  # pragma: no cover - compiled
+    """The DAC rule (every kernel path calls it): the code of one input ``xv`` at scale ``s``.
+
+    ``clip(rint(clip(xv, -s, s) / s * qmax), -qmax, qmax)``, or ``clip(xv, -s, s) / s``
+    unrounded when ``qmax == 0`` (ideal DAC); float64 in and out, ``s > 0``.
+    """
     xv = min(max(xv, -s), s)
     if qmax == 0.0:
         return xv / s
@@ -123,7 +127,7 @@ def dac_quantize(x, input_range, qmax, codes, scales):  # pragma: no cover - com
             if s == 0.0:
                 codes[b, i] = 0.0
             else:
-                codes[b, i] = np.float32(_dac_value(np.float64(x[b, i]), s, qmax))
+                codes[b, i] = np.float32(dac_code(np.float64(x[b, i]), s, qmax))
 
 
 @njit(cache=True, nogil=True)
@@ -149,7 +153,7 @@ def dac_quantize_tiles(x, row_starts, input_range, qmax, xp, scales):  # pragma:
                 if s == 0.0:
                     xp[t, b, i] = 0.0
                 else:
-                    xp[t, b, i] = np.float32(_dac_value(np.float64(x[b, r0 + i]), s, qmax))
+                    xp[t, b, i] = np.float32(dac_code(np.float64(x[b, r0 + i]), s, qmax))
 
 
 @njit(cache=True, nogil=True)

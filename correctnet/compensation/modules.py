@@ -362,16 +362,14 @@ def _pair(v):
 
 
 def compensable_layers(model: nn.Module) -> list[str]:
-    """Names of the Conv2d/Linear layers of ``model`` in definition order.
+    """Names of the analog layers of ``model`` in definition order (``mapping.analog_layers``).
 
     These are the names plans use (as in ``model.named_modules()``); layers
-    inside digital modules (compensators) are left out.
+    inside digital modules (compensators, anything marked digital) are left out.
     """
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and not _inside_compensation(name):
-            names.append(name)
-    return names
+    from mapping import analog_layers
+
+    return [name for name, _ in analog_layers(model)]
 
 
 def _inside_compensation(name: str) -> bool:

@@ -9,11 +9,10 @@ Only generator/compensator parameters are updated, with the original
 cross-entropy loss. Training therefore sees the same maths as Monte-Carlo
 inference (which runs on the numba backend afterwards).
 
-Speed: with an ideal DAC and ADC (the paper's model) the torch backend's convolution is
-``unfold(x) @ W_eff.T``, which equals ``conv2d(x, W_eff)``; during training each crossbar
-convolution is temporarily wrapped so it runs ``F.conv2d`` on the layer's own effective weight
-(``layer.torch_weight()``, the ``resample`` draw), several times faster on CPU than the
-im2col path. Layers with DAC/ADC quantisation keep the backend's own forward.
+Speed: training runs mapping's ``"ideal"`` execution (``mapping.set_execution``): torch
+maths, and with an ideal DAC and ADC (the paper's model) a crossbar convolution runs as one
+``F.conv2d`` on its effective weight (the ``resample`` draw) instead of ``unfold(x) @ W_eff.T``,
+several times faster on CPU. Layers with DAC/ADC quantisation run the torch execution.
 """
 
 from __future__ import annotations
@@ -83,40 +82,6 @@ class CompensationConfig:
         return asdict(self)
 
 
-class _IdealConv(nn.Module):
-    """``conv2d(x, W_eff)`` of a crossbar convolution with ideal DAC/ADC (training only)."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Same maths as the torch backend's im2col product when DAC and ADC are ideal."""
-        layer = self.layer
-        w_eff, _ = layer.torch_weight()
-        return F.conv2d(layer.padded_input(x), w_eff.reshape(layer.weight.shape), layer.bias,
-                        stride=layer.stride, dilation=layer.dilation)
-
-
-def _ideal_periphery(layer: nn.Module) -> bool:
-    c = layer.config
-    return c.dac.bits is None and c.dac.input_range is None and c.adc.bits is None
-
-
-def _swap_convs(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
-    """Wrap every ideal-periphery crossbar convolution in :class:`_IdealConv`; return undo list."""
-    from mapping import CrossbarConv2d
-
-    swapped = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, CrossbarConv2d) and _ideal_periphery(module) and name:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, _IdealConv(module))
-            swapped.append((parent, child, module))
-    return swapped
-
-
 def train_compensation(
     model: nn.Module,
     plan: Mapping[str, float],
@@ -148,7 +113,7 @@ def train_compensation(
     Raises:
         TrainingError: a batch loss is NaN or infinite (training stops at once).
     """
-    from mapping import convert_to_crossbar, resample, set_backend
+    from mapping import convert_to_crossbar, resample, set_execution
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
     plan = normalize_plan(plan)
@@ -162,12 +127,12 @@ def train_compensation(
     t0 = time.perf_counter()
     params = compensation_parameters(analog)
     if params:
-        set_backend(analog, "torch")
+        # torch maths, ideal-periphery convs as one conv2d (mapping's "ideal" execution)
+        set_execution(analog, "ideal")
         analog.to(dev)
         analog.eval()  # frozen base: batch-norm statistics and dropout stay fixed
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         gen = torch.Generator(device=dev).manual_seed(config.seed)
-        swapped = _swap_convs(analog)
         shuffle = getattr(train_data, "generator", None)
         for epoch in range(config.epochs):
             if isinstance(shuffle, torch.Generator):
@@ -193,11 +158,9 @@ def train_compensation(
                 batches += 1
                 history["steps"] += 1
             history["loss"].append(total / max(batches, 1))
-        for parent, child, module in swapped:
-            setattr(parent, child, module)
         resample(analog, None, layers=[])  # forget the last draw: every layer ideal again
         analog.cpu()
-        set_backend(analog, "numba")
+        set_execution(analog, "reference")
     history["seconds"] = time.perf_counter() - t0
     return analog, history
 

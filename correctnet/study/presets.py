@@ -153,7 +153,7 @@ class Preset:
     cost_preset: str = "isaac-32nm"
     """:data:`mapping.COST_PRESETS` name of the report's energy / latency / area table."""
     width: float = 1.0
-    """Channel multiplier of VGG16 (:data:`correctnet.models.VGG_WIDTHS`; ``reproduce
+    """Channel multiplier of VGG16 (:data:`correctnet.workloads.models.VGG_WIDTHS`; ``reproduce
     --width`` overrides it); LeNet-5 needs 1."""
     va_warm_start: bool = False
     """Start the variation-aware network from the trained plain network's weights (``train_plain``

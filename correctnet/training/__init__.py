@@ -31,7 +31,7 @@ _LAZY = {
     "OPTIMIZERS": "correctnet.training.train",
     "CONSTRAINTS": "correctnet.training.train",
     "TrainConfig": "correctnet.training.train",
-    "perturbed_weights": "correctnet.training.train",
+    "perturbed_weights": "correctnet.training.perturb",
     "train_model": "correctnet.training.train",
     "Variant": "correctnet.training.variants",
     "VARIANTS": "correctnet.training.variants",
