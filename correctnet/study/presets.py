@@ -278,7 +278,7 @@ DEEP_BN_STATS = "clean"
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
-        name="quick", epochs=3, lipschitz_epochs=3, va_epochs=5, seeds=3,
+        name="quick", epochs=3, lipschitz_epochs=3, va_epochs=5, seeds=3, samples=84,
         candidate_samples=10, candidate_test_limit=1000, ratios=(0.0, 1.0, 2.0),
         search_episodes=8, exhaustive_max_plans=18, search_epochs=1, search_train_limit=4000,
         search_samples=10, search_test_limit=1000, final_epochs=2, final_train_limit=30000,
