@@ -180,8 +180,8 @@ def set_execution(model: nn.Module, name: str | _execution.Execution | None) -> 
         model: A converted model (or one crossbar layer).
         name: ``"reference"`` (alias ``"numba"``), ``"fused"``, ``"torch"``, ``"ideal"`` (see
             :mod:`mapping.execution`), an :class:`~mapping.execution.Execution` instance
-            (shared by every layer), or None (automatic: reference on CPU, torch elsewhere). Each layer gets its own
-            instance for ``"fused"`` (it holds per-layer constants).
+            (shared by every layer), or None (automatic: reference on CPU, torch elsewhere).
+            Each layer gets its own instance for ``"fused"`` (it holds per-layer constants).
 
     Returns:
         ``model``.
