@@ -140,9 +140,10 @@ class DeviceConfig:
 
     @property
     def programming_gain(self) -> float:
-        """Factor on the target weight of a varied programming: ``exp(-sigma^2 / 2)`` with
-        :attr:`mean_gain_calibration` (so ``E[w_eff] = w`` at weight and device level, the
-        cells' ``g_min`` offsets cancelling in the pair), else 1.
+        """Factor on the target weight of a varied programming.
+
+        ``exp(-sigma^2 / 2)`` with :attr:`mean_gain_calibration` (so ``E[w_eff] = w`` at weight
+        and device level, the cells' ``g_min`` offsets cancelling in the pair), else 1.
         """
         return math.exp(-self.sigma ** 2 / 2) if self.mean_gain_calibration else 1.0
 
