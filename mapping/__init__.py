@@ -5,7 +5,16 @@ Uses torch and :mod:`xbar`; never imports ``correctnet``. See ``mapping/README.m
 
 from __future__ import annotations
 
-from .control import as_generator, program, program_ideal, resample, select_layers, set_backend
+from .control import (
+    as_generator,
+    executions,
+    program,
+    program_ideal,
+    resample,
+    select_layers,
+    set_backend,
+    set_execution,
+)
 from .convert import (
     COMPUTE_LAYERS,
     analog_layers,
@@ -35,8 +44,6 @@ from .execution import (
     IdealConverterExecution,
     ReferenceExecution,
     TorchExecution,
-    executions,
-    set_execution,
 )
 from .fastpath import warmup
 from .layers import BACKENDS, CrossbarConv2d, CrossbarLayer, CrossbarLinear

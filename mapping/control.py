@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import execution as _execution
 from .convert import crossbar_layers
 from .errors import ArgumentTypeError, BackendError, LayerSelectionError
 from .layers import BACKENDS, CrossbarLayer
@@ -170,3 +171,35 @@ def resample(model: nn.Module, generator: torch.Generator | None = None, *,
             layer.clear_variation()
             if layer._mode != "ideal":
                 layer.program_ideal()
+
+
+def set_execution(model: nn.Module, name: str | _execution.Execution | None) -> nn.Module:
+    """Choose how every crossbar layer of ``model`` executes (one call for the whole model).
+
+    Args:
+        model: A converted model (or one crossbar layer).
+        name: ``"reference"`` (alias ``"numba"``), ``"fused"``, ``"torch"``, ``"ideal"`` (see
+            :mod:`mapping.execution`), an :class:`~mapping.execution.Execution` instance
+            (shared by every layer), or None (automatic: reference on CPU, torch elsewhere).
+            Each layer gets its own instance for ``"fused"`` (it holds per-layer constants).
+
+    Returns:
+        ``model``.
+
+    Raises:
+        BackendError: unknown name.
+        LayerSelectionError: no crossbar layers.
+    """
+    if name is not None and not isinstance(name, _execution.Execution):
+        _execution.make_execution(name)            # validate once, before any layer changes
+    for _, layer in _layers_or_fail(model):
+        if name is None or isinstance(name, _execution.Execution):
+            layer.execution = name
+        else:
+            layer.execution = _execution.make_execution(name)
+    return model
+
+
+def executions(model: nn.Module) -> dict[str, str]:
+    """``{layer name: strategy name}`` of every crossbar layer (what runs now)."""
+    return {n: layer.execution.name for n, layer in _layers_or_fail(model)}

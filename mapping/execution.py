@@ -33,7 +33,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from . import fastpath, torch_ops
 from .errors import BackendError, NotProgrammedError
@@ -233,39 +232,3 @@ def automatic(layer) -> Execution:
 
 _REFERENCE = ReferenceExecution()
 _TORCH = TorchExecution()
-
-
-def set_execution(model: nn.Module, name: str | Execution | None) -> nn.Module:
-    """Choose how every crossbar layer of ``model`` executes (one call for the whole model).
-
-    Args:
-        model: A converted model (or one crossbar layer).
-        name: ``"reference"`` (alias ``"numba"``), ``"fused"``, ``"torch"``, ``"ideal"`` (see
-            the module docstring), an :class:`Execution` instance (shared by every layer),
-            or None (automatic: reference on CPU, torch elsewhere). Each layer gets its own
-            instance for ``"fused"`` (it holds per-layer constants).
-
-    Returns:
-        ``model``.
-
-    Raises:
-        BackendError: unknown name.
-        LayerSelectionError: no crossbar layers.
-    """
-    from .control import _layers_or_fail
-
-    if name is not None and not isinstance(name, Execution):
-        make_execution(name)            # validate once, before any layer changes
-    for _, layer in _layers_or_fail(model):
-        if name is None or isinstance(name, Execution):
-            layer.execution = name
-        else:
-            layer.execution = make_execution(name)
-    return model
-
-
-def executions(model: nn.Module) -> dict[str, str]:
-    """``{layer name: strategy name}`` of every crossbar layer (what runs now)."""
-    from .control import _layers_or_fail
-
-    return {n: layer.execution.name for n, layer in _layers_or_fail(model)}

@@ -25,8 +25,13 @@ def _target(layer, w: torch.Tensor) -> torch.Tensor:
 
 
 def _varied(layer, w_t: torch.Tensor) -> torch.Tensor:
-    """The resample() draw applied to the targets (weight or device level)."""
+    """The resample() draw applied to the targets (weight or device level).
+
+    With ``device.mean_gain_calibration`` the targets are scaled by ``exp(-sigma^2 / 2)``
+    first (:attr:`xbar.DeviceConfig.programming_gain`), as xbar's programming does.
+    """
     z_pos, z_neg = layer._noise
+    w_t = w_t * layer.config.device.programming_gain
     if z_neg is None:
         return w_t * torch.exp(z_pos)
     d = layer.config.device

@@ -110,6 +110,11 @@ class DeviceConfig:
     """Probability that a cell is stuck at g_min, per cell and device sample ([0, 1])."""
     stuck_max_rate: float = 0.0
     """Probability that a cell is stuck at g_max, per cell and device sample ([0, 1])."""
+    mean_gain_calibration: bool = False
+    """Program ``w / E[exp(theta)]`` instead of ``w`` wherever variation is drawn, a one-time
+    calibration a chip can apply: lognormal variation has mean gain
+    ``E[exp(theta)] = exp(sigma^2 / 2)`` (1.133 at sigma 0.5), which otherwise inflates every
+    varied layer's output against its digital bias. Off by default (the paper's model)."""
 
     def __post_init__(self) -> None:
         _check_float("device.sigma", self.sigma, 0.0)
@@ -126,9 +131,21 @@ class DeviceConfig:
         _check_float("device.read_noise", self.read_noise, 0.0)
         _check_float("device.stuck_min_rate", self.stuck_min_rate, 0.0, hi=1.0)
         _check_float("device.stuck_max_rate", self.stuck_max_rate, 0.0, hi=1.0)
+        if not isinstance(self.mean_gain_calibration, bool):
+            raise ConfigError("device.mean_gain_calibration must be True or False, got "
+                              f"{self.mean_gain_calibration!r}")
         if self.stuck_min_rate + self.stuck_max_rate > 1.0:
             raise ConfigError("device.stuck_min_rate + device.stuck_max_rate must be <= 1, got "
                               f"{self.stuck_min_rate} + {self.stuck_max_rate}")
+
+    @property
+    def programming_gain(self) -> float:
+        """Factor on the target weight of a varied programming.
+
+        ``exp(-sigma^2 / 2)`` with :attr:`mean_gain_calibration` (so ``E[w_eff] = w`` at weight
+        and device level, the cells' ``g_min`` offsets cancelling in the pair), else 1.
+        """
+        return math.exp(-self.sigma ** 2 / 2) if self.mean_gain_calibration else 1.0
 
     @property
     def has_faults(self) -> bool:
@@ -216,7 +233,8 @@ class XbarConfig:
     @classmethod
     def rram_lognormal(cls, sigma: float = 0.5, *, level: str = "weight",
                        n_rows: int = 128, n_cols: int = 128, dac_bits: int | None = None,
-                       adc_bits: int | None = None) -> XbarConfig:
+                       adc_bits: int | None = None,
+                       mean_gain_calibration: bool = False) -> XbarConfig:
         """The paper's model: lognormal variation ``w * exp(theta)``, theta ~ N(0, sigma^2).
 
         Args:
@@ -226,11 +244,14 @@ class XbarConfig:
             n_cols: bit lines per tile.
             dac_bits: DAC resolution; None (default, as in the paper) = ideal.
             adc_bits: ADC resolution; None (default, as in the paper) = ideal.
+            mean_gain_calibration: See :attr:`DeviceConfig.mean_gain_calibration`.
 
         Returns:
             The config.
         """
-        return cls(tile=TileConfig(n_rows, n_cols), device=DeviceConfig(sigma=sigma, level=level),
+        device = DeviceConfig(sigma=sigma, level=level,
+                              mean_gain_calibration=mean_gain_calibration)
+        return cls(tile=TileConfig(n_rows, n_cols), device=device,
                    dac=DACConfig(bits=dac_bits), adc=ADCConfig(bits=adc_bits))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -210,7 +210,10 @@ class TiledCrossbar:
             if d.has_faults:
                 u_fault = rng.random(2 * n, dtype=np.float32)
         out = np.empty((self._n_in, self._n_out), dtype=np.float32)
-        kernels.program_cells(self._wt_nominal.reshape(-1), z_pos, z_neg, u_fault,
+        target = self._wt_nominal
+        if rng is not None and d.sigma > 0.0 and d.mean_gain_calibration:
+            target = target * np.float32(d.programming_gain)     # E[w_eff] = w
+        kernels.program_cells(target.reshape(-1), z_pos, z_neg, u_fault,
                               float(d.sigma), device_level, self._w_max, float(d.g_min),
                               float(d.g_max), int(d.levels or 0), float(d.stuck_min_rate),
                               float(d.stuck_max_rate), out.reshape(-1))
@@ -271,7 +274,8 @@ class TiledCrossbar:
         """Draw one device sample: variation and faults on every cell (paper eq. 1-2).
 
         Weight level: ``w_eff = w_target * exp(sigma * z)``; device level:
-        ``G± = G±_target * exp(sigma * z±)``; stuck cells are set to g_min / g_max. Normals are
+        ``G± = G±_target * exp(sigma * z±)``; stuck cells are set to g_min / g_max (with
+        ``device.mean_gain_calibration`` the target is ``w * exp(-sigma^2 / 2)``). Normals are
         drawn as float32 with ``rng`` in (in, out) order, so a seed gives the same sample
         whatever the thread count.
 
