@@ -80,10 +80,16 @@ def test_tiny_end_to_end_report(tiny_run):
     assert {"lipschitz_vs_plain", "correctnet_vs_base", "correctnet_vs_digital_baseline"} <= set(
         report["comparisons"])
     assert report["comparisons"]["lipschitz_vs_plain"]["over"] == "seeds"
+    cal = report["calibration"]
+    assert set(cal) == {"plain", "lipschitz", "variation_aware"}
+    for v, r in cal.items():
+        assert r["uncalibrated_mean"] == pytest.approx(report["variants"][v]["seed_means"][0])
+        assert r["difference"]["mean"] == pytest.approx(r["mean"] - r["uncalibrated_mean"])
     assert set(report["stages"]) == set(STAGES)
     assert all(s >= 0 for s in report["stages"].values())
     md = (out / "report.md").read_text()
     assert "CorrectNet (paper" in md and "lenet5" in md and "Paired comparisons" in md
+    assert "Mean-gain calibration" in md and "Random search" in md
     for fig in report["figures"].values():
         assert (out / fig).stat().st_size > 1000
     plans = json.loads((out / "plans.json").read_text())

@@ -158,7 +158,7 @@ class StudyContext:
 
     # ------------------------------------------------------------------ evaluation
     def crossbar(self, sigma: float, tile: int | None = None, *, bits: int | None = None,
-                 line_resistance: float = 0.0):
+                 line_resistance: float = 0.0, calibrate: bool = False):
         """The study's crossbar config at ``sigma``.
 
         :func:`correctnet.sweep.simulate.point_config`, i.e.
@@ -171,14 +171,19 @@ class StudyContext:
             tile: Tile rows = columns (None: ``preset.tile``).
             bits: DAC and ADC resolution (None: ideal, the paper's).
             line_resistance: Ohm per word/bit-line segment (0: ideal wires; > 0: IR drop).
+            calibrate: Mean-gain calibration (:attr:`xbar.DeviceConfig.mean_gain_calibration`).
 
         Returns:
             The ``xbar.XbarConfig``.
         """
         from correctnet.sweep.simulate import point_config
 
-        return point_config(float(sigma), tile or self.preset.tile, adc_bits=bits,
-                            dac_bits=bits, level="weight", line_resistance=line_resistance)
+        cfg = point_config(float(sigma), tile or self.preset.tile, adc_bits=bits,
+                           dac_bits=bits, level="weight", line_resistance=line_resistance)
+        if calibrate:
+            cfg = dataclasses.replace(
+                cfg, device=dataclasses.replace(cfg.device, mean_gain_calibration=True))
+        return cfg
 
     def hardware(self, sigma: float, tile: int | None = None):
         """:meth:`crossbar` with the preset's line resistance and ideal DAC/ADC."""
@@ -187,10 +192,11 @@ class StudyContext:
     def monte_carlo(self, model: nn.Module, *, sigma: float, samples: int,
                     limit: int | None, tile: int | None = None, seed: int | None = None,
                     layers=None, bits: int | None = None, converted: bool = False,
-                    line_resistance: float = 0.0) -> dict:
+                    line_resistance: float = 0.0, calibrate: bool = False) -> dict:
         """Monte-Carlo accuracy of ``model`` on the first ``limit`` test images.
 
-        ``line_resistance`` (ohm per wire segment) > 0 solves every tile with IR drop.
+        ``line_resistance`` (ohm per wire segment) > 0 solves every tile with IR drop;
+        ``calibrate`` programs with mean-gain calibration (:meth:`crossbar`).
 
         Returns:
             ``{"mean", "std", "accuracies"}`` (fractions).
@@ -199,7 +205,8 @@ class StudyContext:
 
         analog = model
         if not converted:
-            cfg = self.crossbar(sigma, tile, bits=bits, line_resistance=line_resistance)
+            cfg = self.crossbar(sigma, tile, bits=bits, line_resistance=line_resistance,
+                                calibrate=calibrate)
             analog = convert_to_crossbar(model, cfg)
         if self.device is not None and torch.device(self.device).type == "cuda":
             from mapping import set_backend

@@ -20,7 +20,8 @@ Stages (in order; each stores its result in ``RUN/stages/<name>.json`` when done
    ``RUN/correctnet_seed1.pt``, ...).
 6. ``evaluate_correctnet``, ``evaluate_variation_aware_compensated``: clean and Monte-Carlo
    accuracy of the compensated networks.
-7. ``digital_baseline``: the same weight budgets spent on keeping layers digital instead.
+7. ``digital_baseline``: the same weight budgets spent on keeping layers digital instead;
+   ``calibration``: the three networks again with mean-gain calibration (first seed).
 8. ``sweeps``: accuracy vs sigma for every network, sigma x tile size for CorrectNet.
 9. ``report``: the PNG figures; once it has finished, the pipeline writes ``RUN/report.json``
    and ``RUN/report.md`` (with every stage's time, this one's included), once.
@@ -108,6 +109,12 @@ def _summary_digital(result: dict) -> str:
             f"{d['mean']:.2%} +- {d['std']:.2%}")
 
 
+def _summary_calibration(result: dict) -> str:
+    """``plain 73.7% -> 76.1%, ...`` (uncalibrated -> mean-gain calibrated)."""
+    return ", ".join(f"{v} {r['uncalibrated_mean']:.2%} -> {r['mean']:.2%}"
+                     for v, r in result.items())
+
+
 def _summary_done(result: dict) -> str:
     """``done`` (stages without a headline number)."""
     return "done"
@@ -132,6 +139,7 @@ STAGE_LIST: tuple[Stage, ...] = (
                             ("evaluate", _summary_evaluate_compensated))
       for name in COMPENSATED),
     Stage("digital_baseline", digital_baseline, _summary_digital),
+    Stage("calibration", stages.calibration, _summary_calibration),
     Stage("sweeps", stages.sweeps, _summary_done),
     Stage("report", stages.report, _summary_report),
 )

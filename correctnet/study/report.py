@@ -179,6 +179,7 @@ def build_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> dict:
         "searches": {name: _search_summary(store.result(stage_names(name)["search"]))
                      for name in compensated_names(p)},
         "digital_per_limit": digital["per_limit"],
+        "calibration": store.result("calibration"),
         "preset": p.to_dict(),
         "cost": cost_section(ctx),
         "lambda": lipschitz_lambda(ctx.sigma),

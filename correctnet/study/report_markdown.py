@@ -7,6 +7,8 @@ Accuracies arrive as fractions and are printed in percent.
 
 from __future__ import annotations
 
+import math
+
 from correctnet.compensation.plan import format_plan
 
 __all__ = ["markdown", "markdown_table", "layers_markdown", "cost_markdown",
@@ -167,7 +169,8 @@ def markdown(report: dict) -> str:
         markdown_table(report),
         "",
     ]
-    lines += comparisons_markdown(report) + [""] + targets_markdown(report)
+    lines += (comparisons_markdown(report) + [""] + targets_markdown(report) + [""]
+              + calibration_markdown(report))
     cn = v["correctnet"]
     lines += [
         "",
@@ -247,4 +250,25 @@ def random_markdown(report: dict) -> list[str]:
         lines.append(f"| {100 * float(k):g} | {r.get('plans', '-')} | `{format_plan(r['plan'])}` "
                      f"| {_pct(r['mean'])} | {r['reward']:.4f} "
                      f"| {rl.get('reward', float('nan')):.4f} |")
+    return lines
+
+
+def calibration_markdown(report: dict) -> list[str]:
+    """The networks with mean-gain calibration against without (first seed, same samples)."""
+    cal = report.get("calibration")
+    if not cal:
+        return []
+    lines = ["## Mean-gain calibration", "",
+             f"Programming w / E[exp(theta)] = w / {math.exp(report['sigma'] ** 2 / 2):.4f} "
+             "(`DeviceConfig.mean_gain_calibration`), first training seed, the same device "
+             "samples:", "",
+             "| network | uncalibrated % | calibrated % (mean +- std) "
+             "| difference (95 % interval) |",
+             "|---|---|---|---|"]
+    for v, r in cal.items():
+        d = r["difference"]
+        lo, hi = d["ci95"]
+        lines.append(f"| {v} | {_pct(r['uncalibrated_mean'])} | {_pct(r['mean'])} +- "
+                     f"{_pct(r['std'])} | {100 * d['mean']:+.2f} [{100 * lo:+.2f}, "
+                     f"{100 * hi:+.2f}] |")
     return lines

@@ -15,11 +15,11 @@ import torch
 from correctnet.study.compensation_stages import stage_names
 from correctnet.study.context import StudyContext, compensated_base, compensated_names
 from correctnet.study.deep_study import variation_aware_overrides
-from correctnet.study.seed_stats import pool_seeds
+from correctnet.study.seed_stats import paired_difference, pool_seeds
 from correctnet.training.variants import VARIANTS, Variant
 
 __all__ = ["train_plain", "train_lipschitz", "train_variation_aware", "evaluate_baselines",
-           "sweeps", "report"]
+           "calibration", "sweeps", "report"]
 
 
 def _train(ctx: StudyContext, variant: str) -> dict:
@@ -105,6 +105,31 @@ def evaluate_baselines(ctx: StudyContext) -> dict:
                         "clean": trained["clean"],
                         "seed_clean": trained.get("seed_clean", [trained["clean"]])}
     return {"variants": out}
+
+
+def calibration(ctx: StudyContext) -> dict:
+    """Mean-gain calibration's effect on the three networks (first seed).
+
+    Programmed ``w / E[exp(theta)]`` (:attr:`xbar.DeviceConfig.mean_gain_calibration`), on the
+    same device samples and images as ``evaluate_baselines``, paired with its uncalibrated
+    accuracies.
+
+    Returns:
+        ``{variant: {"mean", "std", "uncalibrated_mean", "difference"}}``; ``difference`` is
+        :func:`correctnet.study.seed_stats.paired_difference` (calibrated - uncalibrated, over
+        device samples).
+    """
+    p = ctx.preset
+    base = ctx.store.result("evaluate_baselines")["variants"]
+    out = {}
+    for variant in VARIANTS:
+        acc = ctx.monte_carlo(ctx.network(variant), sigma=ctx.sigma, samples=p.samples,
+                              limit=p.test_limit, calibrate=True)["accuracies"]
+        plain = base[variant]["seed_accuracies"][0]
+        out[variant] = {**{k: v for k, v in pool_seeds([acc]).items() if k in ("mean", "std")},
+                        "uncalibrated_mean": sum(plain) / len(plain),
+                        "difference": paired_difference([acc], [plain])}
+    return out
 
 
 def sweeps(ctx: StudyContext) -> dict:
