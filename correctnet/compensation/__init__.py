@@ -3,7 +3,7 @@
 The generator/compensator modules, inserting them by a plan, their cost, and training
 them under device variation.
 
-Modules: ``modules``, ``overhead``, ``plan``, ``train``.
+Modules: ``blocks``, ``modules``, ``overhead``, ``plan``, ``train``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """

@@ -3,7 +3,8 @@
 Plain, Lipschitz-regularized and variation-aware training, the Lipschitz penalty and
 constraint, and per-layer spectral diagnostics.
 
-Modules: ``diagnostics``, ``lipschitz``, ``resume``, ``train``, ``variants``.
+Modules: ``batchnorm``, ``config``, ``diagnostics``, ``lipschitz``, ``perturb``, ``resume``,
+``train``, ``variants``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -28,9 +29,9 @@ _LAZY = {
     "epoch_checkpoint_path": "correctnet.training.resume",
     "resume_from": "correctnet.training.resume",
     "save_epoch": "correctnet.training.resume",
-    "OPTIMIZERS": "correctnet.training.train",
+    "OPTIMIZERS": "correctnet.training.config",
     "CONSTRAINTS": "correctnet.training.train",
-    "TrainConfig": "correctnet.training.train",
+    "TrainConfig": "correctnet.training.config",
     "perturbed_weights": "correctnet.training.perturb",
     "train_model": "correctnet.training.train",
     "Variant": "correctnet.training.variants",
