@@ -159,6 +159,7 @@ def train(model: nn.Module, epochs: int) -> None:
     model.eval()
 
 
+# Long: a benchmark script that prints its tables top to bottom, read in one go.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=250, help="Monte-Carlo samples (250)")

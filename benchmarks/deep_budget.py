@@ -27,6 +27,7 @@ def _time_steps(step, batches: int) -> float:
     return (time.perf_counter() - t0) / batches
 
 
+# Long: a benchmark script that prints its table top to bottom, read in one go.
 def main() -> None:
     """Measure and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

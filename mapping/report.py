@@ -130,6 +130,8 @@ def _digital_macs(module: nn.Module, out: torch.Tensor) -> int | None:
     return None
 
 
+# Long (~70 lines): one pass over the layers that fills the analog rows, the digital rows and
+# their totals side by side; split, the three would each repeat the same walk.
 def hardware_report(model: nn.Module, *, input_shape: tuple[int, ...] | None = None,
                     cost: str | _cost.CostConstants | None = "isaac-32nm") -> HardwareReport:
     """Tiles, cells, utilisation, DAC/ADC conversions and MACs of every crossbar layer.

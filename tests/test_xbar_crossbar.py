@@ -3,6 +3,7 @@ import pytest
 
 import xbar
 import xbar.crossbar
+import xbar.forward
 import naive
 from xbar import (ADCConfig, ConfigError, DACConfig, DeviceConfig, InputError,
                   NotProgrammedError, ShapeError, TileConfig, TiledCrossbar, XbarConfig)
@@ -86,7 +87,7 @@ def dyadic_problem(n_out, n_in, batch, seed):
 def test_adc_matches_oracle_exactly_on_dyadic_grid(shape, tile, adc_bits, full_scale, parallel,
                                                    monkeypatch):
     if parallel:
-        monkeypatch.setattr(xbar.crossbar, "_PARALLEL_MIN_MACS", 0)
+        monkeypatch.setattr(xbar.forward, "_PARALLEL_MIN_MACS", 0)
     w, x = dyadic_problem(*shape, batch=300, seed=sum(shape))
     cfg = periph(tile, dac_bits=8, adc_bits=adc_bits, full_scale=full_scale, g_min=0.0)
     xb = TiledCrossbar(w, cfg)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import xbar.crossbar
+import xbar.forward
 import naive
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, TiledCrossbar, XbarConfig
 
@@ -77,7 +78,7 @@ def test_seeds_repeat_and_differ():
 
 @pytest.mark.parametrize("level, bits", [("weight", 8), ("device", None)])
 def test_bit_identical_across_thread_counts(level, bits, monkeypatch):
-    monkeypatch.setattr(xbar.crossbar, "_PARALLEL_MIN_MACS", 0)  # use the worker threads
+    monkeypatch.setattr(xbar.forward, "_PARALLEL_MIN_MACS", 0)  # use the worker threads
     w = weights((150, 260))
     x = np.random.default_rng(2).standard_normal((70, 260)).astype(np.float32)
     c = cfg(0.5, level, bits=bits, stuck_min_rate=0.01, stuck_max_rate=0.01)

@@ -50,6 +50,8 @@ def _factor(diag, off, cp, m):  # pragma: no cover - compiled
         cp[k] = off * m[k]
 
 
+# Long (~65 lines): one Numba kernel, the word-line and bit-line relaxation sweeps of one
+# batch in a single prange loop; helpers would have to pass the whole node state back and forth.
 @njit(cache=True, parallel=True)
 def solve_network(g, volts, r_word, r_bit, tol, max_sweeps, omega, out, sweeps):
     """Output currents of one tile for a batch of word-line voltage vectors (line SOR).

@@ -28,6 +28,7 @@ Writes OUT/checkpoint.pt after every epoch (atomically) and OUT/checkpoint-epoch
 """
 
 
+# Long (~60 lines): the argparse option list of ``train``, one option after another.
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     from correctnet.workloads.data import DATASET_NAMES
@@ -98,11 +99,45 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``correctnet train``."""
     import torch
 
-    from correctnet.workloads.data import dataset_info, load_dataset, make_loader
-    from correctnet.errors import UsageError
-    from correctnet.workloads.models import build_model, check_width
     from correctnet.fileio import ensure_output_dir
-    from correctnet.training.train import TrainConfig, train_model
+    from correctnet.training.train import train_model
+    from correctnet.workloads.data import dataset_info, load_dataset, make_loader
+    from correctnet.workloads.models import build_model
+
+    width = _check_arguments(args)
+    ensure_output_dir(args.out)   # before loading data and training
+    cfg = _train_config(args)
+    info = dataset_info(args.dataset)
+    train, test = (load_dataset(args.dataset, split, data_dir=args.data_dir,
+                                download=args.download, limit=args.limit)
+                   for split in ("train", "test"))
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, num_classes=info["num_classes"],
+                        in_channels=info["in_channels"], input_size=info["input_size"],
+                        width=width)
+    meta = {"model": args.model, "dataset": args.dataset, "num_classes": info["num_classes"],
+            "in_channels": info["in_channels"], "input_size": info["input_size"],
+            "data_dir": args.data_dir, "limit": args.limit}
+    if width != 1.0:
+        meta["width"] = width
+    path = args.out / "checkpoint.pt"
+    _check_resume(path, args, width)
+    history = train_model(model, make_loader(train, cfg.batch_size, shuffle=True, seed=args.seed),
+                          make_loader(test, 1000), cfg, checkpoint_path=path,
+                          resume=args.resume, progress=True, meta=meta, device=args.device)
+    acc = history["test_accuracy"][-1] if history["test_accuracy"] else None
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), "test_accuracy": acc,
+                          "epochs": history["epoch"], "history": history}))
+        return 0
+    _print_history(history, cfg.method, acc, path)
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> float:
+    """Refuse option combinations that do not apply; returns the checked ``--width``."""
+    from correctnet.errors import UsageError
+    from correctnet.workloads.models import check_width
 
     if args.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
@@ -115,55 +150,41 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--sigma-ramp and --bn-stats apply to --method variation-aware only")
     if args.init_from is not None and not args.init_from.is_file():
         raise UsageError(f"--init-from {args.init_from}: no such checkpoint file")
-    ensure_output_dir(args.out)   # before loading data and training
-    cfg = TrainConfig(method=args.method, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, optimizer=args.optimizer, sigma=args.sigma,
-                      beta=0.1 if args.beta is None else args.beta,
-                      constraint=args.constraint or "soft",
-                      k=args.k, weight_decay=args.weight_decay, seed=args.seed,
-                      output_scale=args.output_scale,
-                      learn_output_scale=args.learn_output_scale,
-                      output_scale_lr=args.output_scale_lr,
-                      init_checkpoint=None if args.init_from is None else str(args.init_from),
-                      sigma_ramp_epochs=args.sigma_ramp, bn_stats=args.bn_stats,
-                      bn_calibration_batches=args.bn_calibration_batches)
-    info = dataset_info(args.dataset)
-    train = load_dataset(args.dataset, "train", data_dir=args.data_dir,
-                         download=args.download, limit=args.limit)
-    test = load_dataset(args.dataset, "test", data_dir=args.data_dir,
-                        download=args.download, limit=args.limit)
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, num_classes=info["num_classes"],
-                        in_channels=info["in_channels"], input_size=info["input_size"],
-                        width=width)
-    meta = {"model": args.model, "dataset": args.dataset, "num_classes": info["num_classes"],
-            "in_channels": info["in_channels"], "input_size": info["input_size"],
-            "data_dir": args.data_dir, "limit": args.limit}
-    if width != 1.0:
-        meta["width"] = width
-    path = args.out / "checkpoint.pt"
+    return width
+
+
+def _train_config(args: argparse.Namespace):
+    """The :class:`~correctnet.training.config.TrainConfig` of the command's options."""
+    from correctnet.training.config import TrainConfig
+
+    return TrainConfig(method=args.method, epochs=args.epochs, lr=args.lr,
+                       batch_size=args.batch_size, optimizer=args.optimizer, sigma=args.sigma,
+                       beta=0.1 if args.beta is None else args.beta,
+                       constraint=args.constraint or "soft",
+                       k=args.k, weight_decay=args.weight_decay, seed=args.seed,
+                       output_scale=args.output_scale,
+                       learn_output_scale=args.learn_output_scale,
+                       output_scale_lr=args.output_scale_lr,
+                       init_checkpoint=None if args.init_from is None else str(args.init_from),
+                       sigma_ramp_epochs=args.sigma_ramp, bn_stats=args.bn_stats,
+                       bn_calibration_batches=args.bn_calibration_batches)
+
+
+def _check_resume(path: Path, args: argparse.Namespace, width: float) -> None:
+    """An existing checkpoint needs ``--resume`` and the same model, dataset and width."""
+    from correctnet.errors import CheckpointError, UsageError
+
     if path.exists() and not args.resume:
         raise UsageError(f"{path} exists; add --resume to continue it or choose another --out")
-    if path.exists():
-        from correctnet.workloads.checkpoint import read_checkpoint
-        from correctnet.errors import CheckpointError
+    if not path.exists():
+        return
+    from correctnet.workloads.checkpoint import read_checkpoint
 
-        old = read_checkpoint(path)["meta"]
-        old = {"width": 1.0, **old}
-        for key, given in (("model", args.model), ("dataset", args.dataset), ("width", width)):
-            if old.get(key) != given:
-                raise CheckpointError(f"cannot resume {path}: it holds {key} {old.get(key)!r}, "
-                                      f"not --{key} {given!r}")
-    history = train_model(model, make_loader(train, cfg.batch_size, shuffle=True, seed=args.seed),
-                          make_loader(test, 1000), cfg, checkpoint_path=path,
-                          resume=args.resume, progress=True, meta=meta, device=args.device)
-    acc = history["test_accuracy"][-1] if history["test_accuracy"] else None
-    if args.json:
-        print(json.dumps({"checkpoint": str(path), "test_accuracy": acc,
-                          "epochs": history["epoch"], "history": history}))
-        return 0
-    _print_history(history, cfg.method, acc, path)
-    return 0
+    old = {"width": 1.0, **read_checkpoint(path)["meta"]}
+    for key, given in (("model", args.model), ("dataset", args.dataset), ("width", width)):
+        if old.get(key) != given:
+            raise CheckpointError(f"cannot resume {path}: it holds {key} {old.get(key)!r}, "
+                                  f"not --{key} {given!r}")
 
 
 def _print_history(history: dict, method: str, acc: float, path: Path) -> None:

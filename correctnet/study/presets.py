@@ -171,6 +171,7 @@ class Preset:
     (:mod:`correctnet.search.random_search`):
     0 = none; None = as many as the RL search evaluated for that limit (equal cost)."""
 
+    # Long (~70 lines): one check per preset field, in field order, each naming its field.
     def __post_init__(self) -> None:
         def bad(field: str, value, valid: str) -> UsageError:
             return UsageError(f"preset.{field} must be {valid}, got {value!r}")
