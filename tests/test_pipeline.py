@@ -74,6 +74,8 @@ def test_tiny_end_to_end_report(tiny_run):
     cn = report["variants"]["correctnet"]
     assert 0.0 <= cn["overhead"] < 0.03 and cn["compensated_layers"] == len(cn["plan"])
     assert cn["base"] == "lipschitz"
+    assert len(cn["training"]["loss"]) == 2
+    assert (cn["training"]["steps"] > 0) == bool(cn["plan"])
     assert report["variants"]["variation_aware_compensated"]["base"] == "variation_aware"
     dig = report["variants"]["digital_baseline"]
     assert dig["base"] == "lipschitz" and dig["overhead"] <= cn["overhead"] + 1e-12

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 from correctnet.cli import main
 from correctnet.workloads.checkpoint import read_checkpoint
 from correctnet.workloads.data import make_loader
-from correctnet.errors import CheckpointError, TrainingError
+from correctnet.errors import CheckpointError, TrainingError, UsageError
 from correctnet.workloads.models import build_model
 from correctnet.training.train import TrainConfig, train_model
 
@@ -297,3 +297,23 @@ def test_identical_checkpoints_in_a_sweep_are_refused(tmp_path):
     with pytest.raises(UsageError, match=r"identical contents .*give it once"):
         run_sweep([a, b], [0.5], [64], tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "sweep.db").exists()
+
+
+def test_reproduce_seeds_and_plan_choice_are_checked_and_recorded(tmp_path, capsys):
+    from correctnet.study.pipeline import Pipeline
+    from correctnet.study.presets import Preset, get_preset
+
+    out = tmp_path / "run"
+    for bad in (["--seeds", "0"], ["--seeds", "two"], ["--plan-choice", "best"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["reproduce", "--preset", "tiny", *bad, "--out", str(out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert bad[0] in err and "\n" not in err.strip()
+    Pipeline("lenet5", "fashion-mnist", 0.5, out, get_preset("tiny"))   # seeds 2 stored
+    assert main(["reproduce", "--preset", "tiny", "--seeds", "3", "--out", str(out)]) == 2
+    assert "preset.seeds: stored 2, given 3" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="plan_choice"):
+        Preset(name="x", plan_choice="best")
+    with pytest.raises(UsageError, match="digital_samples"):
+        Preset(name="x", digital_samples=0)

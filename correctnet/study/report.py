@@ -155,9 +155,12 @@ def build_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> dict:
         variants[v]["layers"] = layers_section(ctx, v)
     for name in compensated_names(p):
         r = store.result(stage_names(name)["evaluate"])
+        trained = store.result(stage_names(name)["train"])
         variants[name] = {**_entry(r), "overhead": r["overhead"],
                           "compensated_layers": r["compensated_layers"], "plan": r["plan"],
-                          "base": compensated_base(p, name)}
+                          "base": compensated_base(p, name),
+                          "training": {"loss": trained.get("seed_loss") or [trained["loss"]],
+                                       "steps": trained.get("steps")}}
         per_seed[name] = r["seed_accuracies"]
     digital = store.result("digital_baseline")
     for key, row in (("digital_baseline", "correctnet"), ("digital_baseline_plain", "plain")):

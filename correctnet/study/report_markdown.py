@@ -176,7 +176,7 @@ def markdown(report: dict) -> str:
         "",
         f"CorrectNet = the {cn['base']} network + digital compensators, plan "
         f"`{format_plan(cn['plan'])}` (overhead {_pct(cn['overhead'])} % of the network's "
-        "weights).",
+        "weights)." + _training_curve(cn),
         f"Candidate layers{_fallback_note(report)}: "
         f"{', '.join(report['candidates']) or 'none'}; "
         f"{report['search']['evaluations']} plans trained during the search"
@@ -272,3 +272,13 @@ def calibration_markdown(report: dict) -> list[str]:
                      f"{_pct(r['std'])} | {100 * d['mean']:+.2f} [{100 * lo:+.2f}, "
                      f"{100 * hi:+.2f}] |")
     return lines
+
+
+def _training_curve(row: dict) -> str:
+    """`` Compensation training: N steps per seed, loss per epoch ...`` (empty without one)."""
+    t = row.get("training") or {}
+    if not row.get("plan") or not t.get("loss"):
+        return ""
+    curves = "; ".join(" -> ".join(f"{v:.4f}" for v in seed) for seed in t["loss"])
+    return (f" Compensation training: {t.get('steps')} optimizer steps per seed, loss per "
+            f"epoch (per seed): {curves}.")
