@@ -161,10 +161,15 @@ def _evaluators(ctx: StudyContext, base_path: str):
     return evaluate, mapped
 
 
-def _best(res: dict, limit: float) -> dict:
-    """A ``best`` entry from a search result dict (``best_plan``, ...)."""
+def solution(res: dict) -> dict:
+    """``{"plan", "mean", "std", "overhead", "reward"}`` of a search result dict's best plan."""
     return {"plan": res["best_plan"], "mean": res["best_mean"], "std": res["best_std"],
-            "overhead": res["best_overhead"], "reward": res["best_reward"], "limit": limit}
+            "overhead": res["best_overhead"], "reward": res["best_reward"]}
+
+
+def _best(res: dict, limit: float) -> dict:
+    """A ``best`` entry (:func:`solution` and its ``limit``) from a search result dict."""
+    return {**solution(res), "limit": limit}
 
 
 def choose_plan(solutions: list[dict], how: str) -> dict:
@@ -238,7 +243,7 @@ def search_for(ctx: StudyContext, name: str) -> dict:
     for limit in sorted(p.limits):
         res = rl_search(layers, actions, evaluate, overhead, limit,
                         SearchConfig(episodes=p.search_episodes,
-                                     seed=derive_seed(p.seed, _rl_seed_name(name), "rl",
+                                     seed=derive_seed(p.seed, stage_names(name)["search"], "rl",
                                                       f"{limit:g}"),
                                      episodes_per_batch=p.search_episodes_per_batch),
                         cache=cache, progress=ctx.progress, map_evaluator=mapped)
@@ -256,10 +261,6 @@ def search_for(ctx: StudyContext, name: str) -> dict:
                   best_by_reward=choose_plan(solutions, "reward"),
                   evaluations=len(seen), explored=list(cache.entries.values()))
     return result
-
-
-def _rl_seed_name(name: str) -> str:
-    return "search" if name == "correctnet" else f"search_{name}"
 
 
 def train_compensation_for(ctx: StudyContext, name: str) -> dict:
@@ -281,8 +282,9 @@ def train_compensation_for(ctx: StudyContext, name: str) -> dict:
     overhead = plan_overhead(ctx.network(base_name), plan)
     seed_loss, files, steps = [], [], 0
     for k in ctx.seeds:
+        seed_names = (names["train"],) if k == 0 else (names["train"], k)
         cfg = CompensationConfig(epochs=p.final_epochs, lr=p.comp_lr,
-                                 seed=derive_seed(p.seed, *_train_seed_names(name, k)))
+                                 seed=derive_seed(p.seed, *seed_names))
         data = ctx.loader("train", p.final_train_limit, train=True, seed=p.seed + 2)
         analog, hist = _train_comp(ctx.network(base_name, k), plan, data,
                                    ctx.crossbar(ctx.sigma, p.tile), cfg, device=ctx.device,
@@ -295,11 +297,6 @@ def train_compensation_for(ctx: StudyContext, name: str) -> dict:
         steps = hist["steps"]
     return {"plan": plan, "overhead": overhead, "loss": seed_loss[0], "seed_loss": seed_loss,
             "steps": steps, "compensated_layers": len(plan), "file": files[0], "files": files}
-
-
-def _train_seed_names(name: str, k: int) -> tuple:
-    stem = "train_compensation" if name == "correctnet" else f"train_compensation_{name}"
-    return (stem,) if k == 0 else (stem, k)
 
 
 def evaluate_compensated(ctx: StudyContext, name: str) -> dict:
@@ -349,4 +346,4 @@ def stage_functions(name: str) -> dict[str, Callable[[StudyContext], dict]]:
             "evaluate": named(evaluate_compensated, names["evaluate"])}
 
 
-__all__ += ["stage_functions", "choose_plan"]
+__all__ += ["stage_functions", "choose_plan", "solution"]

@@ -29,25 +29,24 @@ class _Evaluator:
     def __init__(self, ctx: StudyContext, variant: str) -> None:
         self.ctx, self.variant = ctx, variant
         self.cache: dict = {}          # frozenset -> (mean, std), shared by every budget
-
-    def _varied(self, analog, digital: frozenset):
-        from mapping import crossbar_layers
-
-        names = [n for n, _ in crossbar_layers(analog)]
-        return None if not digital else [n for n in names if n not in digital]
+        self.costs, self.total = layer_costs(ctx.network(variant))
 
     def run(self, digital: frozenset, seed_index: int, *, samples: int, limit) -> list[float]:
         """Accuracies per device sample with ``digital`` exact and the other layers varied."""
-        from mapping import convert_to_crossbar
+        from mapping import convert_to_crossbar, crossbar_layers
 
         ctx = self.ctx
-        analog = convert_to_crossbar(ctx.network(self.variant, seed_index),
-                                     ctx.crossbar(ctx.sigma, ctx.preset.tile))
-        varied = self._varied(analog, digital)
-        if varied == []:           # everything digital: the clean accuracy
-            return [ctx.clean_accuracy(ctx.network(self.variant, seed_index), limit)] * samples
+        model = ctx.network(self.variant, seed_index)
+        analog = convert_to_crossbar(model, ctx.crossbar(ctx.sigma, ctx.preset.tile))
+        varied = [n for n, _ in crossbar_layers(analog) if n not in digital]
+        if not varied:             # everything digital: the clean accuracy
+            return [ctx.clean_accuracy(model, limit)] * samples
         return ctx.monte_carlo(analog, sigma=ctx.sigma, samples=samples, limit=limit,
-                               layers=varied, converted=True)["accuracies"]
+                               layers=varied if digital else None, converted=True)["accuracies"]
+
+    def best(self, budget: float):
+        """:func:`best_digital_layers` for ``budget``, screened by :meth:`screen`."""
+        return best_digital_layers(self.costs, self.total, budget, self.screen, cache=self.cache)
 
     def screen(self, digital: frozenset) -> tuple[float, float]:
         """``(mean, std)`` on the first seed with the search's Monte-Carlo settings."""
@@ -84,9 +83,9 @@ def digital_baseline(ctx: StudyContext) -> dict:
     out: dict = {"per_limit": {}}
 
     def best_for(variant: str, budget: float):
-        ev = evaluators.setdefault(variant, _Evaluator(ctx, variant))
-        costs, total = layer_costs(ctx.network(variant))
-        return ev, best_digital_layers(costs, total, budget, ev.screen, cache=ev.cache)
+        if variant not in evaluators:
+            evaluators[variant] = _Evaluator(ctx, variant)
+        return evaluators[variant], evaluators[variant].best(budget)
 
     names = compensated_names(p)
     overhead = {name: ctx.store.result(stage_names(name)["train"])["overhead"]

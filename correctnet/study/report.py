@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from correctnet.fileio import write_json, write_text
 from correctnet.study import figures
-from correctnet.study.compensation_stages import stage_names
+from correctnet.study.compensation_stages import solution, stage_names
 from correctnet.study.context import StudyContext, compensated_base, compensated_names
 from correctnet.study.report_markdown import markdown, markdown_table
 from correctnet.study.seed_stats import paired_difference
@@ -106,16 +106,12 @@ def _search_summary(search: dict) -> dict:
             "plan_choice": search.get("plan_choice", "reward"),
             "evaluations": search["evaluations"], "layers": search["layers"],
             "actions": search["actions"], "plan_training": search.get("plan_training"),
-            "per_limit": {k: {"plan": r["best_plan"], "mean": r["best_mean"],
-                              "std": r["best_std"], "overhead": r["best_overhead"],
-                              "reward": r["best_reward"],
+            "per_limit": {k: {**solution(r),
                               "optimum_reward": ((search["exhaustive"] or {}).get(k)
                                                  or {}).get("best_reward")}
                           for k, r in search["limits"].items()},
             "exhaustive": search["exhaustive"],
-            "random": {k: {"plan": r["best_plan"], "mean": r["best_mean"], "std": r["best_std"],
-                           "overhead": r["best_overhead"], "reward": r["best_reward"],
-                           "plans": r.get("plans")}
+            "random": {k: {**solution(r), "plans": r.get("plans")}
                        for k, r in (search.get("random") or {}).items()}}
 
 
