@@ -31,7 +31,8 @@ def _varied(layer, w_t: torch.Tensor) -> torch.Tensor:
     first (:attr:`xbar.DeviceConfig.programming_gain`), as xbar's programming does.
     """
     z_pos, z_neg = layer._noise
-    w_t = w_t * layer.config.device.programming_gain
+    if layer.config.device.mean_gain_calibration:
+        w_t = w_t * layer.config.device.programming_gain
     if z_neg is None:
         return w_t * torch.exp(z_pos)
     d = layer.config.device
