@@ -1,4 +1,4 @@
-"""Plain vs Lipschitz (soft penalty, hard retraction) LeNet-5 under sigma 0.5: print a table.
+"""Plain vs Lipschitz (soft penalty, hard retraction, digital gains) LeNet-5 at sigma 0.5: a table.
 
 Trains each network with the quick preset's recipe (3 epochs, Adam 1e-3, batch 128, all 60k
 Fashion-MNIST images, seed 0; Lipschitz networks with the learned digital logit scale) through
@@ -35,6 +35,10 @@ VARIANTS: dict[str, list[str]] = {
     "soft, beta 1": [*LIP, "--constraint", "soft", "--beta", "1"],
     "soft, beta 10": [*LIP, "--constraint", "soft", "--beta", "10"],
     "hard (SVD retraction)": [*LIP, "--constraint", "hard"],
+    "soft, beta 0.1, channel gains": [*LIP, "--constraint", "soft", "--beta", "0.1",
+                                      "--digital-gain", "channel"],
+    "hard, channel gains": [*LIP, "--constraint", "hard", "--digital-gain", "channel"],
+    "hard, scalar gains": [*LIP, "--constraint", "hard", "--digital-gain", "scalar"],
 }
 
 
@@ -67,6 +71,7 @@ def main() -> None:
     from correctnet.workloads.checkpoint import load_checkpoint, read_checkpoint
     from correctnet.training.diagnostics import layer_diagnostics
     from correctnet.training.lipschitz import lipschitz_lambda
+    from correctnet.workloads.gains import digital_gains
 
     rows = []
     for name, extra in VARIANTS.items():
@@ -86,12 +91,15 @@ def main() -> None:
     plain = np.array(rows[0][2]["accuracies"])
     print("| network | clean % | sigma 0.5 % (mean +- std) | paired diff. vs plain, pts "
           "(+- s.e.) | sigma_max conv1 / conv2 / fc1 / fc2 / fc3 | operator norm conv1 / "
-          "conv2 | binds | logit scale |")
-    print("|---|---|---|---|---|---|---|---|")
+          "conv2 | binds | logit scale | digital gains (min - max) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, meta, sim in rows:
+        model = load_checkpoint(args.out / _slug(name) / "checkpoint.pt")[0]
+        gains = [g.gain for _, g in digital_gains(model)]
+        gain_range = (f"{min(float(g.min()) for g in gains):.3g} - "
+                      f"{max(float(g.max()) for g in gains):.3g}" if gains else "-")
         diag = meta.get("diagnostics")
         if not diag:  # plain: the same diagnostics, computed from the checkpoint
-            model = load_checkpoint(args.out / _slug(name) / "checkpoint.pt")[0]
             diag = layer_diagnostics(model, lipschitz_lambda(0.5), torch.zeros(1, 1, 28, 28))
         acc = np.array(sim["accuracies"])
         diff = acc - plain
@@ -102,7 +110,7 @@ def main() -> None:
         binds = f"{sum(d['binds'] for d in diag.values())}/{len(diag)}"
         print(f"| {name} | {100 * sim['clean_accuracy']:.2f} | {100 * sim['mean']:.2f} +- "
               f"{100 * sim['std']:.2f} | {paired} | {smax} | {ops} | {binds} | "
-              f"{meta.get('output_scale', 1.0):.3g} |")
+              f"{meta.get('output_scale', 1.0):.3g} | {gain_range} |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ examples:
   correctnet train --model lenet5 --dataset fashion-mnist --epochs 10 --out runs/plain
   correctnet train --method lipschitz --sigma 0.5 --beta 0.1 --epochs 10 --out runs/lip
   correctnet train --method lipschitz --constraint hard --learn-output-scale --out runs/hard
+  correctnet train --method lipschitz --constraint hard --digital-gain channel \
+      --learn-output-scale --out runs/hard-gain   # per-channel digital gains after the ADCs
   correctnet train --method variation-aware --sigma 0.5 --epochs 10 --out runs/va
   correctnet train --model vgg16_bn --width 0.125 --epochs 3 --out runs/vgg8-plain
   correctnet train --model vgg16_bn --width 0.125 --method variation-aware --epochs 2 \
@@ -32,6 +34,7 @@ Writes OUT/checkpoint.pt after every epoch (atomically) and OUT/checkpoint-epoch
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     from correctnet.workloads.data import DATASET_NAMES
+    from correctnet.workloads.gains import DIGITAL_GAINS
     from correctnet.workloads.models import MODEL_NAMES
     from correctnet.training.train import BN_STATS, CONSTRAINTS, METHODS, OPTIMIZERS
 
@@ -72,7 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--learn-output-scale", action="store_true",
                    help="learn the digital logit scale")
     p.add_argument("--output-scale-lr", type=positive_float, default=1e-2,
-                   help="learning rate of the learned log-scale (1e-2)")
+                   help="learning rate of the learned log-scales: logit scale and digital "
+                        "gains (1e-2)")
+    p.add_argument("--digital-gain", choices=DIGITAL_GAINS, default="none",
+                   help="learned digital gain after every analog layer not followed by a "
+                        "batch-norm: one scalar per layer or one per output channel (none)")
     p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
                    help="warm start: load this checkpoint's weights (same model and width) "
                         "before the first epoch")
@@ -114,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = build_model(args.model, num_classes=info["num_classes"],
                         in_channels=info["in_channels"], input_size=info["input_size"],
-                        width=width)
+                        width=width, digital_gain=args.digital_gain)
     meta = {"model": args.model, "dataset": args.dataset, "num_classes": info["num_classes"],
             "in_channels": info["in_channels"], "input_size": info["input_size"],
             "data_dir": args.data_dir, "limit": args.limit}
@@ -180,11 +187,12 @@ def _check_resume(path: Path, args: argparse.Namespace, width: float) -> None:
         return
     from correctnet.workloads.checkpoint import read_checkpoint
 
-    old = {"width": 1.0, **read_checkpoint(path)["meta"]}
-    for key, given in (("model", args.model), ("dataset", args.dataset), ("width", width)):
+    old = {"width": 1.0, "digital_gain": "none", **read_checkpoint(path)["meta"]}
+    for key, given in (("model", args.model), ("dataset", args.dataset), ("width", width),
+                       ("digital_gain", args.digital_gain)):
         if old.get(key) != given:
             raise CheckpointError(f"cannot resume {path}: it holds {key} {old.get(key)!r}, "
-                                  f"not --{key} {given!r}")
+                                  f"not --{key.replace('_', '-')} {given!r}")
 
 
 def _print_history(history: dict, method: str, acc: float, path: Path) -> None:

@@ -41,10 +41,8 @@ total                                                                      ~2 h 
 The Monte-Carlo of the 250-sample evaluations is two thirds of it; a machine shared with
 other jobs takes longer (Monte-Carlo uses every core). The fields ``va_warm_start``,
 ``va_lr``, ``va_sigma_ramp_epochs``, ``va_bn_stats`` and ``random_search_plans`` reach the
-stages through :mod:`correctnet.study.deep_study` (``variation_aware_overrides``,
-``random_searches``); until the ``train_variation_aware`` and ``search`` stages call them,
-the variation-aware network is trained as before and no random search runs (the budget
-above then has 6.5 min to spare).
+``train_variation_aware`` and ``search`` stages through :mod:`correctnet.study.deep_study`
+(``variation_aware_overrides``, ``random_searches``).
 
 Vary one with ``dataclasses.replace(get_preset("quick"), samples=50)``.
 """
@@ -83,6 +81,13 @@ class Preset:
     """beta of the per-layer-normalised orthogonality penalty (eq. 11, ``--constraint soft``)."""
     lipschitz_output_scale: bool = True
     """Learn a digital logit scale for the Lipschitz network (never varied)."""
+    lipschitz_constraint: str = "soft"
+    """Lipschitz constraint: ``"soft"`` (the penalty, ``lipschitz_beta``) or ``"hard"`` (every
+    analog matrix held at lambda x orthogonal,
+    :func:`~correctnet.training.lipschitz.parseval_retract`)."""
+    lipschitz_digital_gain: str = "none"
+    """Digital gains of the Lipschitz network after its analog layers
+    (:mod:`correctnet.workloads.gains`): ``"none"``, ``"scalar"`` or ``"channel"``."""
     base: str = "lipschitz"
     """Network CorrectNet compensates: "lipschitz" (the paper), "plain" or "variation_aware"."""
     samples: int = 250
@@ -213,6 +218,13 @@ class Preset:
         rs = self.random_search_plans
         if rs is not None and (isinstance(rs, bool) or not isinstance(rs, int) or rs < 0):
             raise bad("random_search_plans", rs, "None or an integer >= 0")
+        if self.lipschitz_constraint not in ("soft", "hard"):
+            raise bad("lipschitz_constraint", self.lipschitz_constraint, '"soft" or "hard"')
+        from correctnet.workloads.gains import DIGITAL_GAINS
+
+        if self.lipschitz_digital_gain not in DIGITAL_GAINS:
+            raise bad("lipschitz_digital_gain", self.lipschitz_digital_gain,
+                      " | ".join(f'"{g}"' for g in DIGITAL_GAINS))
         if not self.lipschitz_beta >= 0:
             raise bad("lipschitz_beta", self.lipschitz_beta, ">= 0")
         if self.base not in VARIANTS:
@@ -270,7 +282,8 @@ _LATER_FIELDS: dict[str, object] = {"line_resistance": 0.0, "cost_preset": "isaa
                                     "digital_samples": None, "width": 1.0,
                                     "va_warm_start": False, "va_lr": None,
                                     "va_sigma_ramp_epochs": 0.0, "va_bn_stats": "batch",
-                                    "random_search_plans": 0}
+                                    "random_search_plans": 0, "lipschitz_constraint": "soft",
+                                    "lipschitz_digital_gain": "none"}
 
 #: Training epochs of the deep preset's plain and Lipschitz networks.
 DEEP_EPOCHS = 12

@@ -6,7 +6,9 @@ Built from the stage results stored in a run folder.
 plain network's), ``variants`` (``plain``, ``lipschitz``, ``variation_aware``,
 ``correctnet``; each ``mean``, ``std``, ``clean``; CorrectNet also ``overhead``,
 ``compensated_layers``, ``plan``; the three trained networks also ``layers``:
-``{layer: {"sigma_max", "sigma_min", "operator_norm", "binds"}}``, :func:`layers_section`),
+``{layer: {"sigma_max", "sigma_min", "operator_norm", "binds"}}``, :func:`layers_section`,
+and, for a network with digital gains, ``digital_gains`` (:func:`gains_section`); the
+Lipschitz network also ``constraint``, ``"soft"`` or ``"hard"``),
 ``lambda`` (eq. 10 at ``sigma``), ``stages`` (``{name: seconds}``), ``candidates``,
 ``search``, ``figures``, ``preset``, ``cost`` (:func:`cost_section`: energy, latency and area
 per image of the analog network, of CorrectNet's digital compensators and their overhead).
@@ -95,6 +97,32 @@ def layers_section(ctx: StudyContext, variant: str) -> dict:
             for name, d in diag.items()}
 
 
+def gains_section(ctx: StudyContext, variant: str) -> dict | None:
+    """The digital gains of ``variant``'s network (:mod:`correctnet.workloads.gains`), or None.
+
+    Returns:
+        ``{"kind", "parameters", "multiplies", "fraction", "min", "max"}``: gain values,
+        multiplies per image, values as a fraction of the analog weights, smallest and
+        largest ``g``; None for a network without gains.
+    """
+    from mapping import analog_layers
+
+    from correctnet.workloads.gains import digital_gain_of, digital_gains, gain_cost
+
+    model = ctx.network(variant)
+    kind = digital_gain_of(model)
+    if kind == "none":
+        return None
+    info = ctx.info
+    cost = gain_cost(model, (info["in_channels"], info["input_size"], info["input_size"]))
+    weights = sum(m.weight.numel() for _, m in analog_layers(model))
+    values = [g.gain for _, g in digital_gains(model)]
+    return {"kind": kind, "parameters": cost["parameters"], "multiplies": cost["multiplies"],
+            "fraction": cost["parameters"] / weights,
+            "min": float(f"{min(float(v.min()) for v in values):.8g}"),
+            "max": float(f"{max(float(v.max()) for v in values):.8g}")}
+
+
 def _entry(r: dict) -> dict:
     """A variant's report entry from its stage result (pooled over seeds)."""
     keys = ("mean", "std", "clean", "seed_means", "seed_std", "seed_clean")
@@ -149,6 +177,11 @@ def build_report(ctx: StudyContext, stage_seconds: dict[str, float]) -> dict:
     per_seed = {v: r.get("seed_accuracies", [r.get("accuracies", [])]) for v, r in base.items()}
     for v in base:
         variants[v]["layers"] = layers_section(ctx, v)
+        gains = gains_section(ctx, v)
+        if gains is not None:
+            variants[v]["digital_gains"] = gains
+    if "lipschitz" in variants:
+        variants["lipschitz"]["constraint"] = p.lipschitz_constraint
     for name in compensated_names(p):
         r = store.result(stage_names(name)["evaluate"])
         trained = store.result(stage_names(name)["train"])

@@ -117,7 +117,20 @@ def layers_markdown(report: dict) -> list[str]:
             op = "" if d["operator_norm"] is None else f" / {d['operator_norm']:.3f}"
             cells.append(f"{d['sigma_max']:.3f}{op}{' *' if d['binds'] else ''}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lip = report["variants"].get("lipschitz", {})
+    if "constraint" in lip:
+        lines += ["", f"Lipschitz network: constraint {lip['constraint']}"
+                  + _gains_text(lip.get("digital_gains")) + "."]
     return lines
+
+
+def _gains_text(g: dict | None) -> str:
+    """``, <kind> digital gains: ...`` for a network with gains, else ``, no digital gains``."""
+    if not g:
+        return ", no digital gains"
+    return (f", {g['kind']} digital gains after its analog layers: {g['parameters']:,} values "
+            f"({100 * g['fraction']:.2f} % of the analog weights), {g['multiplies']:,} digital "
+            f"multiplies per image, g in [{g['min']:.3g}, {g['max']:.3g}]")
 
 
 def cost_markdown(cost: dict, base: str) -> list[str]:

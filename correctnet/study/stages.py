@@ -47,6 +47,7 @@ def _train_one(ctx: StudyContext, variant: str, k: int) -> dict:
     cfg = TrainConfig(method=Variant(variant).method, epochs=epochs, lr=p.lr,
                       batch_size=p.batch_size, sigma=ctx.sigma, beta=p.lipschitz_beta, seed=seed,
                       learn_output_scale=(variant == "lipschitz" and p.lipschitz_output_scale),
+                      constraint=p.lipschitz_constraint if variant == "lipschitz" else "soft",
                       keep_epoch_checkpoints=False)
     if variant == "variation_aware":     # warm start, sigma ramp, batch-norm statistics
         cfg = dataclasses.replace(cfg, **variation_aware_overrides(p, ctx.checkpoint("plain", k)))
@@ -54,7 +55,8 @@ def _train_one(ctx: StudyContext, variant: str, k: int) -> dict:
     torch.manual_seed(seed)
     model = build_model(ctx.model_name, num_classes=info["num_classes"],
                         in_channels=info["in_channels"], input_size=info["input_size"],
-                        width=p.width)
+                        width=p.width,
+                        digital_gain=p.lipschitz_digital_gain if variant == "lipschitz" else "none")
     meta = {"model": ctx.model_name, "dataset": ctx.dataset,
             "num_classes": info["num_classes"], "in_channels": info["in_channels"],
             "input_size": info["input_size"]}

@@ -59,8 +59,9 @@ class TrainConfig:
     learn_output_scale: bool = False
     """Learn the digital logit scale."""
     output_scale_lr: float = 1e-2
-    """Learning rate of the learned log-scale (> 0; its own parameter group, no weight decay,
-    so it can grow by orders of magnitude within an epoch or two)."""
+    """Learning rate of the learned log-scales (> 0): the logit scale and the per-layer digital
+    gains (:mod:`correctnet.workloads.gains`); their own parameter group, no weight decay, so
+    they can grow by orders of magnitude within an epoch or two."""
     keep_epoch_checkpoints: bool = True
     """Besides ``checkpoint_path``, keep ``<stem>-epochNNN<suffix>`` for every epoch."""
     init_checkpoint: str | None = None

@@ -59,7 +59,8 @@ from correctnet.training.lipschitz import (normalized_penalty, parseval_retract,
 from correctnet.training.resume import resume_from, save_epoch
 from correctnet.training.variants import Variant
 from correctnet.workloads.checkpoint import _load_error_summary, read_checkpoint
-from correctnet.workloads.models import set_output_scale
+from correctnet.workloads.gains import DigitalGain
+from correctnet.workloads.models import OutputScale, set_output_scale
 
 
 def _make_optimizer(params: list[nn.Parameter], scale_params: list[nn.Parameter],
@@ -229,11 +230,15 @@ def _device(model: nn.Module, device: torch.device | str | None) -> torch.device
 
 def _parameter_groups(model: nn.Module, extra_modules: Iterable[nn.Module] | None,
                       dev: torch.device) -> tuple[list, list]:
-    """``(params, scale_params)``: the trained weights (model + extras) and the logit scale's."""
+    """``(params, scale_params)``: the trained weights (model + extras) and the digital scales'.
+
+    The scales are the logit scale and the per-layer digital gains
+    (:mod:`correctnet.workloads.gains`): log-parameters that need a larger step than the
+    weights and no weight decay.
+    """
     extras = [m.to(dev) for m in (extra_modules or [])]
-    scale_module = getattr(model, "output_scale", None)
-    scale_ids = ({id(p) for p in scale_module.parameters()}
-                 if isinstance(scale_module, nn.Module) else set())
+    scale_modules = [m for m in model.modules() if isinstance(m, (OutputScale, DigitalGain))]
+    scale_ids = {id(p) for m in scale_modules for p in m.parameters()}
     scale_params = [p for p in model.parameters() if id(p) in scale_ids and p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in scale_ids]
     params += [p for m in extras for p in m.parameters() if p.requires_grad]

@@ -7,7 +7,8 @@ File layout (``torch.save`` of a dict)::
 
 ``meta`` keys written by training (:func:`correctnet.training.train_model`): ``model``,
 ``dataset``, ``num_classes``, ``in_channels``, ``input_size``, ``output_scale``,
-``learn_output_scale``, ``width`` (VGG16's channel multiplier; absent = 1), ``method``,
+``learn_output_scale``, ``width`` (VGG16's channel multiplier; absent = 1), ``digital_gain``
+(:mod:`correctnet.workloads.gains`; absent = ``"none"``), ``method``,
 ``sigma``, ``beta``, ``k``, ``epoch``, ``epochs``, ``test_accuracy`` (fraction), ``history``,
 ``train_config``; callers may add their own keys.
 :func:`load_checkpoint` needs ``model`` and the shape keys to rebuild the network.
@@ -26,6 +27,7 @@ from torch import nn
 
 from correctnet.errors import CheckpointError, UsageError
 from correctnet.fileio import atomic_write
+from correctnet.workloads.gains import digital_gain_of
 from correctnet.workloads.models import build_model, output_scale_of
 
 FORMAT = "correctnet-checkpoint"
@@ -42,7 +44,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], *,
         model: The network; its ``state_dict()`` is stored (moved to CPU).
         meta: JSON-safe metadata; must contain ``model``, ``num_classes``, ``in_channels``,
             ``input_size`` for :func:`load_checkpoint` to rebuild the network;
-            ``output_scale`` / ``learn_output_scale`` are set from the model's output scale.
+            ``output_scale`` / ``learn_output_scale`` are set from the model's output scale,
+            ``digital_gain`` from its digital gains.
         optimizer_state: Optional ``optimizer.state_dict()`` for resuming training.
 
     Returns:
@@ -59,6 +62,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], *,
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     meta = dict(meta)
     meta["output_scale"], meta["learn_output_scale"] = output_scale_of(model)
+    meta["digital_gain"] = digital_gain_of(model)
     payload = {"format": FORMAT, "version": VERSION, "state_dict": state, "meta": meta,
                "optimizer_state": optimizer_state}
     with atomic_write(path) as tmp:
@@ -144,7 +148,8 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
                             input_size=int(meta["input_size"]),
                             output_scale=float(meta.get("output_scale", 1.0)),
                             learn_output_scale=bool(meta.get("learn_output_scale", False)),
-                            width=float(meta.get("width", 1.0)))
+                            width=float(meta.get("width", 1.0)),
+                            digital_gain=str(meta.get("digital_gain", "none")))
         model.load_state_dict(payload["state_dict"], strict=strict)
     except UsageError as exc:
         raise CheckpointError(f"checkpoint {path} has bad model settings in its meta: "

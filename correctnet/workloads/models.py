@@ -46,6 +46,8 @@ import torch
 from torch import nn
 
 from correctnet.errors import UsageError
+from correctnet.workloads.gains import add_digital_gains
+from correctnet.workloads.probe import probe_forward
 
 #: Model names accepted by :func:`build_model`.
 MODEL_NAMES: tuple[str, ...] = ("lenet5", "vgg16", "vgg16_bn")
@@ -214,7 +216,7 @@ class VGG16(_Net):
 
 def build_model(name: str, *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                 output_scale: float = 1.0, learn_output_scale: bool = False,
-                width: float = 1.0) -> nn.Module:
+                width: float = 1.0, digital_gain: str = "none") -> nn.Module:
     """Build a freshly initialised network by name.
 
     Args:
@@ -225,12 +227,15 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 1, input
         output_scale: Initial digital logit scale ``s`` (``logits = s * classifier(x)``).
         learn_output_scale: Learn ``s`` (as ``exp(log_s)``) instead of keeping it fixed.
         width: Channel multiplier of VGG16 (:data:`VGG_WIDTHS`); LeNet-5 accepts only 1.
+        digital_gain: Per-layer digital gains after the analog layers
+            (:mod:`correctnet.workloads.gains`): ``"none"``, ``"scalar"`` or ``"channel"``.
 
     Returns:
         The model (on CPU, float32, training mode).
 
     Raises:
-        UsageError: Unknown name, invalid sizes, or a width the model does not have.
+        UsageError: Unknown name, invalid sizes, a width the model does not have, or an
+            unknown digital gain kind.
     """
     if name not in MODEL_NAMES:
         raise UsageError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
@@ -241,9 +246,11 @@ def build_model(name: str, *, num_classes: int = 10, in_channels: int = 1, input
     width = check_width(name, width)
     scale = OutputScale(output_scale, learn_output_scale)
     if name == "lenet5":
-        return LeNet5(num_classes, in_channels, input_size, scale)
-    return VGG16(num_classes, in_channels, input_size, batch_norm=(name == "vgg16_bn"),
-                 output_scale=scale, width=width)
+        model: nn.Module = LeNet5(num_classes, in_channels, input_size, scale)
+    else:
+        model = VGG16(num_classes, in_channels, input_size, batch_norm=(name == "vgg16_bn"),
+                      output_scale=scale, width=width)
+    return add_digital_gains(model, digital_gain)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -276,17 +283,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
         else:
             total += module.in_features * module.out_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    probe_forward(model, input_shape,
+                  [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))], hook)
     return int(total)
 
 
