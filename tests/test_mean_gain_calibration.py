@@ -67,3 +67,43 @@ def test_calibration_flag_must_be_a_bool_and_round_trips():
         DeviceConfig(mean_gain_calibration="yes")
     cfg = XbarConfig.rram_lognormal(SIGMA, mean_gain_calibration=True)
     assert XbarConfig.from_dict(cfg.to_dict()) == cfg
+
+
+class _CalibrationCtx:
+    """What the calibration stage reads from a StudyContext; records the samples asked for."""
+
+    sigma = 0.5
+
+    def __init__(self, preset, base):
+        self.preset, self.asked = preset, []
+        self.store = type("Store", (), {"result": staticmethod(lambda name: base)})()
+
+    def network(self, variant):
+        return variant
+
+    def monte_carlo(self, model, *, sigma, samples, limit, calibrate):
+        assert calibrate and sigma == 0.5
+        self.asked.append(samples)
+        return {"accuracies": [0.5 + 0.01 * i for i in range(samples)]}
+
+
+def test_calibration_stage_runs_digital_samples_paired_with_the_first_ones():
+    import dataclasses
+
+    from correctnet.study.presets import get_preset
+    from correctnet.study.stages import calibration
+
+    uncal = [0.40, 0.45, 0.90, 0.90, 0.90]              # only the first two are paired
+    base = {"variants": {v: {"seed_accuracies": [uncal]}
+                         for v in ("plain", "lipschitz", "variation_aware")}}
+    ctx = _CalibrationCtx(dataclasses.replace(get_preset("tiny"), samples=5, digital_samples=2),
+                          base)
+    out = calibration(ctx)
+    assert ctx.asked == [2, 2, 2]
+    for r in out.values():
+        assert r["uncalibrated_mean"] == pytest.approx(0.425)
+        assert r["mean"] == pytest.approx(0.505)
+        assert r["difference"]["mean"] == pytest.approx(0.08)
+    ctx = _CalibrationCtx(dataclasses.replace(get_preset("tiny"), samples=5), base)
+    calibration(ctx)
+    assert ctx.asked == [5, 5, 5]                     # None: all of the final samples

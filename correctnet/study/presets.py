@@ -1,7 +1,7 @@
 """Settings of ``correctnet reproduce``: named presets as a frozen dataclass.
 
 * ``quick``: LeNet-5 / Fashion-MNIST on a 2-core CPU in <= 15 minutes.
-* ``deep``: VGG16_bn at width 1/8 on Fashion-MNIST on a 2-core CPU in about 2 h 05 min
+* ``deep``: VGG16_bn at width 1/8 on Fashion-MNIST on a 2-core CPU in about 2 h 30 min
   (``correctnet reproduce --model vgg16_bn --width 0.125 --preset deep``; budget below).
 * ``paper``: the paper's settings for a GPU (full-width VGG16 on CIFAR-10/100, ``--model
   vgg16_bn --device cuda``).
@@ -32,10 +32,15 @@ search                 RL 3 limits x 16 episodes: <= 48 plans x 5-8 s      <= 6.
                        random search with the same trained-plan count      <= 6.5 min
 train_compensation     3 epochs on 60k images, <= 56 s each                <= 3 min
 evaluate_correctnet    250 samples x <= 7.2 s                              <= 30 min
+digital_baseline       2 chosen sets x 50 samples x 4.6 s, after screening 8 min +
+                       layer sets at 10 samples x 0.46 s (1k images)       screening
+calibration            3 networks x 50 samples (``digital_samples``) x     11.5 min
+                       4.6 s
 sweeps                 4 networks x 5 sigmas x 5 samples x 1k images;      2 min
                        2 tile sizes x 5 sigmas x 5 samples, 8-bit
 report                 figures, cost table                                 < 1 min
-total                                                                      ~2 h 05 min
+total                                                                      ~2 h 25 min
+                                                                           + screening
 =====================  ==================================================  ============
 
 The Monte-Carlo of the 250-sample evaluations is two thirds of it; a machine shared with
@@ -148,7 +153,8 @@ class Preset:
     """Also compensate the variation-aware network (its own search, training and report row,
     ``variation_aware_compensated``); False skips those stages (they record ``skipped``)."""
     digital_samples: int | None = None
-    """Device samples of the digital-layer baselines' final evaluation (None: ``samples``)."""
+    """Device samples of the side studies, the digital-layer baselines' final evaluation and
+    the mean-gain calibration check (None: ``samples``)."""
     plan_choice: str = "accuracy"
     """Final plan among the searches' solutions for the overhead limits: ``"accuracy"`` (the
     best mean accuracy, as the paper) or ``"reward"`` (the best search reward)."""

@@ -114,7 +114,9 @@ def calibration(ctx: StudyContext) -> dict:
 
     Programmed ``w / E[exp(theta)]`` (:attr:`xbar.DeviceConfig.mean_gain_calibration`), on the
     same device samples and images as ``evaluate_baselines``, paired with its uncalibrated
-    accuracies.
+    accuracies. A side study like the digital baseline, it runs the preset's
+    ``digital_samples`` (None: ``samples``): the first ``n`` of ``evaluate_baselines``'s device
+    samples (sample ``i``'s cells do not depend on the sample count), paired with those.
 
     Returns:
         ``{variant: {"mean", "std", "uncalibrated_mean", "difference"}}``; ``difference`` is
@@ -124,10 +126,11 @@ def calibration(ctx: StudyContext) -> dict:
     p = ctx.preset
     base = ctx.store.result("evaluate_baselines")["variants"]
     out = {}
+    samples = p.samples if p.digital_samples is None else min(p.digital_samples, p.samples)
     for variant in VARIANTS:
-        acc = ctx.monte_carlo(ctx.network(variant), sigma=ctx.sigma, samples=p.samples,
+        acc = ctx.monte_carlo(ctx.network(variant), sigma=ctx.sigma, samples=samples,
                               limit=p.test_limit, calibrate=True)["accuracies"]
-        plain = base[variant]["seed_accuracies"][0]
+        plain = base[variant]["seed_accuracies"][0][:samples]
         out[variant] = {**{k: v for k, v in pool_seeds([acc]).items() if k in ("mean", "std")},
                         "uncalibrated_mean": sum(plain) / len(plain),
                         "difference": paired_difference([acc], [plain])}
