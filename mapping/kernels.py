@@ -16,8 +16,9 @@ Arguments common to the conv kernels, packed so that the signatures stay short:
   ``dac_levels`` ``2**(bits-1) - 1`` of the DAC, 0 for an unrounded ``x / s``;
   ``input_range`` a fixed DAC full scale, <= 0 for the per-position ``max |x|``;
   ``adc_levels`` ``2**(bits-1) - 1`` of the ADC, 0 for ideal.
-* ``geom``: int64 ``(8,)`` = ``(kh, kw, sh, sw, dh, dw, ho, wo)``: kernel, stride, dilation
-  and the conv output size.
+* ``geom``: int64 ``(10,)`` = ``(kh, kw, sh, sw, dh, dw, ho, wo, pt, pl)``: kernel, stride,
+  dilation, the conv output size and the zero padding at the top and left (the input is
+  passed unpadded; taps outside it read 0).
 * ``gain``, ``step``: float64 ``(n_row_tiles, O)``, :func:`xbar.adc_gain_step` (with an ADC;
   ``step = 1 / L_d`` or 1 without one).
 
@@ -45,23 +46,42 @@ def _adc(acc, gain, step, adc_levels):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _gather_fields(x, xs, b, geom, pm):  # pragma: no cover - compiled
-    """Receptive fields of image ``x[xs, b]`` into ``pm`` ``(K, L)``, ``k`` in ``(c, i, j)``."""
+    """Receptive fields of image ``x[xs, b]`` into ``pm`` ``(K, L)``, ``k`` in ``(c, i, j)``.
+
+    ``x`` is unpadded: a tap outside it (the zero padding ``geom[8], geom[9]`` at the top and
+    left, and whatever the output size implies at the bottom and right) reads 0.
+    """
     kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
                                       geom[6], geom[7])
+    pt, pl = geom[8], geom[9]
+    n_h, n_w = x.shape[3], x.shape[4]
     for c in range(x.shape[2]):
         for i in range(kh):
             for j in range(kw):
                 k = (c * kh + i) * kw + j
-                c0 = j * dw
+                c0 = j * dw - pl
+                # output columns whose tap c0 + ow * sw lies inside [0, n_w)
+                lo = 0 if c0 >= 0 else (sw - 1 - c0) // sw
+                hi = (n_w - 1 - c0) // sw + 1
+                lo = min(lo, wo)
+                hi = min(max(hi, lo), wo)
                 for oh in range(ho):
-                    r = oh * sh + i * dh
+                    r = oh * sh + i * dh - pt
                     lp0 = oh * wo
-                    if sw == 1:                 # unit stride: a vectorised copy
+                    if r < 0 or r >= n_h:
                         for ow in range(wo):
+                            pm[k, lp0 + ow] = 0.0
+                        continue
+                    for ow in range(lo):
+                        pm[k, lp0 + ow] = 0.0
+                    if sw == 1:                 # unit stride: a vectorised copy
+                        for ow in range(lo, hi):
                             pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow]
                     else:
-                        for ow in range(wo):
+                        for ow in range(lo, hi):
                             pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow * sw]
+                    for ow in range(hi, wo):
+                        pm[k, lp0 + ow] = 0.0
 
 
 @njit(cache=True)
@@ -191,14 +211,24 @@ def _conv_sample(pm, wt, smp, bounds, gain, step, bias, adc_levels, sc, acc, tot
 
 
 @njit(cache=True)
-def _post_write(y, relu, pool, ho, wo, out):  # pragma: no cover - compiled
-    """Optional ``max(y, 0)`` and max-pool of ``y`` ``(O, Ho*Wo)`` into ``out`` ``(O, Hq, Wq)``.
+def _post_write(y, aff, relu, pool, ho, wo, out):  # pragma: no cover - compiled
+    """Optional affine, ``max(y, 0)`` and max-pool of ``y`` ``(O, Ho*Wo)`` into ``out``.
 
-    NaN-propagating, ``-inf`` padding: torch's ``nn.ReLU``/``nn.MaxPool2d`` bit for bit.
-    ``pool[0] == 0``: no pool.
+    ``out`` is ``(O, Hq, Wq)``.
+    The affine (a folded eval-mode batch-norm, ``aff`` float64 ``(2, O)`` holding float32
+    values ``alpha, beta``; ``(2, 0)``: none) is ``float32(float64(y) * alpha + beta)``: the
+    product is exact in float64, so this is torch's fused multiply-add ``fma(y, alpha, beta)``
+    up to a double rounding (53 then 24 bits) that differs only on exact float32 ties.
+    ReLU and max-pool are NaN-propagating with ``-inf`` padding: torch's
+    ``nn.ReLU``/``nn.MaxPool2d`` bit for bit. ``pool[0] == 0``: no pool.
     """
     n_o = y.shape[0]
     hq, wq = out.shape[1], out.shape[2]
+    if aff.shape[1] > 0:
+        for o in range(n_o):
+            al, be = aff[0, o], aff[1, o]
+            for lp in range(y.shape[1]):
+                y[o, lp] = np.float32(np.float64(y[o, lp]) * al + be)
     if relu > 0:
         for o in range(n_o):
             for lp in range(y.shape[1]):
@@ -244,7 +274,7 @@ def _post_write(y, relu, pool, ho, wo, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, pool,
+def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool,
                           out):  # pragma: no cover - compiled
     """Fused analog convolution vectorised over output positions, optional ReLU + max-pool.
 
@@ -252,12 +282,14 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, p
     Ho*Wo``, :func:`_gather_fields`) and DAC-quantised once (:func:`_dac_fields`). Then for
     every sample the bit-line sums of all positions are accumulated in float32 for ``k``
     ascending, ADC-converted into a float64 total per tile column (:func:`_conv_sample`),
-    and the output ``y = float32(s * total + bias)`` optionally goes through ``max(y, 0)``
-    and a max-pool (:func:`_post_write`) before it is written.
+    and the output ``y = float32(s * total + bias)`` optionally goes through a per-channel
+    affine (a folded batch-norm), ``max(y, 0)`` and a max-pool (:func:`_post_write`) before
+    it is written.
 
     Args:
-        x: Padded input, float32 ``(SX, B, C, Hp, Wp)``; ``SX == 1``: one input shared by
-            all ``S`` samples (quantised once), ``SX == S``: sample ``s`` reads ``x[s]``.
+        x: Input, float32 ``(SX, B, C, H, W)``, unpadded (the zero padding is in ``geom``);
+            ``SX == 1``: one input shared by all ``S`` samples (quantised once), ``SX == S``:
+            sample ``s`` reads ``x[s]``.
         wt: Effective weights, transposed, float32 ``(S, K, O)``, ``K = C*kh*kw`` in
             ``(c, i, j)`` order (torch ``weight.flatten(1)``).
         bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
@@ -265,7 +297,8 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, p
         step: float64 ``(n_row_tiles, O)`` ADC step (module docstring).
         bias: Digital bias, float32 ``(O,)`` (zeros for none).
         periph: float64 ``(4,)`` converter constants (module docstring).
-        geom: int64 ``(8,)`` geometry (module docstring).
+        geom: int64 ``(10,)`` geometry (module docstring).
+        aff: float64 ``(2, O)`` affine ``alpha, beta`` after the bias, or ``(2, 0)``: none.
         relu: 1 = apply ``max(y, 0)`` (NaN kept).
         pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
         out: float32 ``(S, B, O, Hq, Wq)``, written in place (``Hq, Wq = ho, wo`` without pool).
@@ -292,43 +325,48 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, p
             s_hi = n_s if n_sx == 1 else xs + 1
             for smp in range(s_lo, s_hi):
                 _conv_sample(pm, wt, smp, bounds, gain, step, bias, periph[3], sc, acc, tot, y)
-                _post_write(y, relu, pool, ho, wo, out[smp, b])
+                _post_write(y, aff, relu, pool, ho, wo, out[smp, b])
 
 
 @njit(parallel=True, cache=True)
-def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom,
+def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool,
                         out):  # pragma: no cover - compiled
     """Fused analog convolution for ``S`` device samples, vectorised over output channels.
 
     Same maths as :func:`analog_conv_positions` (a per-position field, its DAC scale, the
-    bit-line sums in ascending ``k``, the ADC per tile column), for layers with few output
-    positions and many channels.
+    bit-line sums in ascending ``k``, the ADC per tile column, the same optional affine,
+    ReLU and max-pool), for layers with few output positions and many channels.
 
     Args:
-        x: Padded input, float32 ``(1, B, C, Hp, Wp)`` (shared by the samples).
+        x: Input, float32 ``(1, B, C, H, W)``, unpadded (shared by the samples).
         wt: Effective weights, transposed, float32 ``(S, K, O)``.
         bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
         gain: float64 ``(n_row_tiles, O)`` ADC gain.
         step: float64 ``(n_row_tiles, O)`` ADC step.
         bias: Digital bias, float32 ``(O,)``.
         periph: float64 ``(4,)`` converter constants.
-        geom: int64 ``(8,)`` geometry.
-        out: Output, float32 ``(S, B, O, Ho, Wo)``, written in place.
+        geom: int64 ``(10,)`` geometry.
+        aff: float64 ``(2, O)`` affine after the bias, or ``(2, 0)``: none.
+        relu: 1 = apply ``max(y, 0)``.
+        pool: int64 ``(8,)`` max-pool; ``kh == 0``: none.
+        out: Output, float32 ``(S, B, O, Hq, Wq)``, written in place.
     """
     n_b = x.shape[1]
     n_s, n_k, n_o = wt.shape
     ho, wo = geom[6], geom[7]
+    n_l = ho * wo
     adc_levels = periph[3]
     for b in prange(n_b):
-        pm = np.empty((n_k, ho * wo), dtype=np.float32)
-        sc = np.empty(ho * wo, dtype=np.float64)
-        sd = np.empty(ho * wo, dtype=np.float64)
+        pm = np.empty((n_k, n_l), dtype=np.float32)
+        sc = np.empty(n_l, dtype=np.float64)
+        sd = np.empty(n_l, dtype=np.float64)
         acc = np.empty(n_o, dtype=np.float32)
         tot = np.empty(n_o, dtype=np.float64)
+        y = np.empty((n_o, n_l), dtype=np.float32)
         _gather_fields(x, 0, b, geom, pm)
         _dac_fields(pm, periph, sc, sd)
-        for lp in range(ho * wo):
-            for smp in range(n_s):
+        for smp in range(n_s):
+            for lp in range(n_l):
                 tot[:] = 0.0
                 for t in range(bounds.shape[0] - 1):
                     acc[:] = 0.0
@@ -340,7 +378,8 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom,
                     for o in range(n_o):
                         tot[o] += _adc(acc[o], gain[t, o], step[t, o], adc_levels)
                 for o in range(n_o):
-                    out[smp, b, o, lp // wo, lp % wo] = np.float32(tot[o] * sc[lp] + bias[o])
+                    y[o, lp] = np.float32(tot[o] * sc[lp] + bias[o])
+            _post_write(y, aff, relu, pool, ho, wo, out[smp, b])
 
 
 @njit(parallel=True, cache=True)
@@ -354,13 +393,14 @@ def relu_maxpool(x, relu, pool, out):  # pragma: no cover - compiled
         out: float32 ``(N, C, Hq, Wq)``.
     """
     n, c, h, w = x.shape
+    no_aff = np.zeros((2, 0))
     for item in prange(n):
         y = np.empty((c, h * w), dtype=np.float32)
         for ch in range(c):
             for i in range(h):
                 for j in range(w):
                     y[ch, i * w + j] = x[item, ch, i, j]
-        _post_write(y, relu, pool, h, w, out[item])
+        _post_write(y, no_aff, relu, pool, h, w, out[item])
 
 
 @njit(cache=True)

@@ -41,7 +41,7 @@ from .evaluation import (_count_correct, _inputs_fit, _model_device, evaluate_ac
                          materialise)
 from .execution import FusedExecution
 from .fastpath import fused_forward, sample_weights
-from .fusion import fusable, install_fusion, remove_fusion
+from .fusion import install_fusion, remove_fusion
 from .threads import torch_single_threaded
 
 #: Bytes allowed for first-layer outputs of one chunk times one sample group.
@@ -268,8 +268,7 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar
                 layer.execution = st
                 st.pin(layer, sample_weights(layer)[None])
             if once:                        # a conv called twice would apply its ops twice
-                saved = install_fusion(model, states, fusable(model, entries),
-                                       batches[0][0][:4])
+                saved = install_fusion(model, states, entries, batches[0][0][:4])
             for st in states.values():
                 st.calls = 0                # count the sample loop only, not the probes above
             acc = _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states,
