@@ -84,22 +84,22 @@ def _gather_fields(x, xs, b, geom, pm):  # pragma: no cover - compiled
                         pm[k, lp0 + ow] = 0.0
 
 
+#: Distance to a rounding tie, per DAC level, below which the fast DAC redoes a field exactly.
+_TIE_MARGIN = 1e-13
+
+
 @njit(cache=True)
-def _dac_fields(pm, periph, sc, sd):  # pragma: no cover - compiled
-    """DAC of every position's field in place; ``sc`` gets each position's scale ``s``.
+def _field_scales(pm, periph, sc, sd):  # pragma: no cover - compiled
+    """Each position's DAC scale ``s`` into ``sc`` and the divisor into ``sd``.
 
     ``s == 0`` only where the whole field is 0 (or ``input_range <= 0``): codes 0 via
-    ``sd = 1``. Without a DAC (``dac_mode == 0``) ``pm`` is left raw and ``s = 1``.
+    ``sd = 1``.
     """
     n_k, n_l = pm.shape
-    if periph[0] <= 0:
-        sc[:] = 1.0
-        return
-    levels, in_range = periph[1], periph[2]
     sc[:] = 0.0
     sd[:] = 1.0
-    if in_range > 0:
-        sc[:] = in_range
+    if periph[2] > 0:
+        sc[:] = periph[2]
     else:
         for k in range(n_k):
             for lp in range(n_l):
@@ -107,9 +107,64 @@ def _dac_fields(pm, periph, sc, sd):  # pragma: no cover - compiled
     for lp in range(n_l):
         if sc[lp] > 0:
             sd[lp] = sc[lp]
+
+
+@njit(cache=True)
+def _dac_fields_exact(pm, periph, sc, sd):  # pragma: no cover - compiled
+    """DAC of every field in place with xbar's rule as written (a division per input)."""
+    n_k, n_l = pm.shape
+    _field_scales(pm, periph, sc, sd)
+    levels = periph[1]
     for k in range(n_k):
         for lp in range(n_l):
             pm[k, lp] = np.float32(dac_code(np.float64(pm[k, lp]), sd[lp], levels))
+
+
+@njit(cache=True)
+def _dac_fields_fast(pm, periph, sc, sd, inv):  # pragma: no cover - compiled
+    """The rounding DAC of every field in place, one multiply per input; 0 = done.
+
+    ``rint(x * (L / s))`` instead of ``rint(x / s * L)``: both are within two roundings
+    (relative ``2**-53`` each) of ``x L / s``, so they differ by at most ``4.5e-16 * L``,
+    and their codes are equal unless ``x * (L / s)`` lies within ``_TIE_MARGIN * L`` (over
+    200 times that) of a half-integer. Such inputs are counted and the count returned: the
+    caller then quantises the field again with :func:`_dac_fields_exact` (from the raw
+    inputs), so every code is xbar's bit for bit.
+    """
+    n_k, n_l = pm.shape
+    _field_scales(pm, periph, sc, sd)
+    levels = periph[1]
+    margin = _TIE_MARGIN * levels
+    for lp in range(n_l):
+        inv[lp] = levels / sd[lp]
+    near = 0
+    for k in range(n_k):
+        for lp in range(n_l):
+            s = sd[lp]
+            t = min(max(np.float64(pm[k, lp]), -s), s) * inv[lp]
+            c = np.rint(t)
+            near += abs(abs(t - c) - 0.5) < margin
+            pm[k, lp] = np.float32(min(max(c, -levels), levels))
+    return near
+
+
+@njit(cache=True)
+def _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv):  # pragma: no cover - compiled
+    """Gather the receptive fields of image ``x[xs, b]`` and DAC them (codes in ``pm``).
+
+    ``sc`` gets each position's scale ``s``. Without a DAC (``dac_mode == 0``) ``pm`` is left
+    raw and ``s = 1``. A rounding DAC (``dac_levels > 0``) takes the fast path of
+    :func:`_dac_fields_fast` (same codes); an unrounded one divides as written.
+    """
+    _gather_fields(x, xs, b, geom, pm)
+    if periph[0] <= 0:
+        sc[:] = 1.0
+        return
+    if periph[1] > 0 and _dac_fields_fast(pm, periph, sc, sd, inv) == 0:
+        return
+    if periph[1] > 0:                   # a near tie: again from the raw inputs, exactly
+        _gather_fields(x, xs, b, geom, pm)
+    _dac_fields_exact(pm, periph, sc, sd)
 
 
 @njit(cache=True)
@@ -279,7 +334,7 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
     """Fused analog convolution vectorised over output positions, optional ReLU + max-pool.
 
     Per image, the receptive fields are gathered into a local ``(K, L)`` block (``L =
-    Ho*Wo``, :func:`_gather_fields`) and DAC-quantised once (:func:`_dac_fields`). Then for
+    Ho*Wo``, :func:`_gather_fields`) and DAC-quantised once (:func:`_quantised_fields`). Then for
     every sample the bit-line sums of all positions are accumulated in float32 for ``k``
     ascending, ADC-converted into a float64 total per tile column (:func:`_conv_sample`),
     and the output ``y = float32(s * total + bias)`` optionally goes through a per-channel
@@ -313,14 +368,14 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
         pm = np.empty((n_k, n_l), dtype=np.float32)
         sc = np.empty(n_l, dtype=np.float64)
         sd = np.empty(n_l, dtype=np.float64)
+        inv = np.empty(n_l, dtype=np.float64)
         acc = np.empty((4, n_l), dtype=np.float32)
         tot = np.empty((4, n_l), dtype=np.float64)
         y = np.empty((n_o, n_l), dtype=np.float32)
         for idx in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
             xs = idx // n_b
             b = idx - xs * n_b
-            _gather_fields(x, xs, b, geom, pm)
-            _dac_fields(pm, periph, sc, sd)
+            _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv)
             s_lo = 0 if n_sx == 1 else xs
             s_hi = n_s if n_sx == 1 else xs + 1
             for smp in range(s_lo, s_hi):
@@ -360,11 +415,11 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
         pm = np.empty((n_k, n_l), dtype=np.float32)
         sc = np.empty(n_l, dtype=np.float64)
         sd = np.empty(n_l, dtype=np.float64)
+        inv = np.empty(n_l, dtype=np.float64)
         acc = np.empty(n_o, dtype=np.float32)
         tot = np.empty(n_o, dtype=np.float64)
         y = np.empty((n_o, n_l), dtype=np.float32)
-        _gather_fields(x, 0, b, geom, pm)
-        _dac_fields(pm, periph, sc, sd)
+        _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv)
         for smp in range(n_s):
             for lp in range(n_l):
                 tot[:] = 0.0
