@@ -55,37 +55,39 @@ def _gather_fields(x, xs, b, geom, pm):  # pragma: no cover - compiled
                                       geom[6], geom[7])
     pt, pl = geom[8], geom[9]
     n_h, n_w = x.shape[3], x.shape[4]
+    # indices cast to uint64 (never negative here): no negative-index fix-up, so the row
+    # loops vectorise (1-D slices per row would cost a reference count each)
     for c in range(x.shape[2]):
+        xc = x[xs, b, c]
         for i in range(kh):
             for j in range(kw):
-                k = (c * kh + i) * kw + j
+                pk = pm[(c * kh + i) * kw + j]
                 c0 = j * dw - pl
-                # output columns whose tap c0 + ow * sw lies inside [0, n_w)
-                lo = 0 if c0 >= 0 else (sw - 1 - c0) // sw
-                hi = (n_w - 1 - c0) // sw + 1
-                lo = min(lo, wo)
-                hi = min(max(hi, lo), wo)
+                lo, hi = _col_range(c0, sw, n_w, wo)
                 for oh in range(ho):
                     r = oh * sh + i * dh - pt
                     lp0 = oh * wo
                     if r < 0 or r >= n_h:
                         for ow in range(wo):
-                            pm[k, lp0 + ow] = 0.0
+                            pk[np.uint64(lp0 + ow)] = 0.0
                         continue
                     for ow in range(lo):
-                        pm[k, lp0 + ow] = 0.0
+                        pk[np.uint64(lp0 + ow)] = 0.0
+                    xr = xc[r]
                     if sw == 1:                 # unit stride: a vectorised copy
                         for ow in range(lo, hi):
-                            pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow]
+                            pk[np.uint64(lp0 + ow)] = xr[np.uint64(c0 + ow)]
                     else:
                         for ow in range(lo, hi):
-                            pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow * sw]
+                            pk[np.uint64(lp0 + ow)] = xr[np.uint64(c0 + ow * sw)]
                     for ow in range(hi, wo):
-                        pm[k, lp0 + ow] = 0.0
+                        pk[np.uint64(lp0 + ow)] = 0.0
 
 
 #: Distance to a rounding tie, per DAC level, below which the fast DAC redoes a field exactly.
 _TIE_MARGIN = 1e-13
+#: Largest finite float32.
+_F32_MAX = 3.4028234663852886e38
 
 
 @njit(cache=True)
@@ -121,49 +123,134 @@ def _dac_fields_exact(pm, periph, sc, sd):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _dac_fields_fast(pm, periph, sc, sd, inv):  # pragma: no cover - compiled
-    """The rounding DAC of every field in place, one multiply per input; 0 = done.
+def _col_range(c0, sw, n_w, wo):  # pragma: no cover - compiled
+    """Output columns ``[lo, hi)`` whose tap ``c0 + ow * sw`` lies inside ``[0, n_w)``."""
+    lo = 0 if c0 >= 0 else (sw - 1 - c0) // sw
+    hi = (n_w - 1 - c0) // sw + 1
+    lo = min(lo, wo)
+    return lo, min(max(hi, lo), wo)
 
-    ``rint(x * (L / s))`` instead of ``rint(x / s * L)``: both are within two roundings
-    (relative ``2**-53`` each) of ``x L / s``, so they differ by at most ``4.5e-16 * L``,
-    and their codes are equal unless ``x * (L / s)`` lies within ``_TIE_MARGIN * L`` (over
-    200 times that) of a half-integer. Such inputs are counted and the count returned: the
-    caller then quantises the field again with :func:`_dac_fields_exact` (from the raw
-    inputs), so every code is xbar's bit for bit.
+
+@njit(cache=True)
+def _window_scales(x, xs, b, geom, amax, sc):  # pragma: no cover - compiled
+    """``sc[lp]`` = ``max |x|`` over position ``lp``'s receptive field (0 for taps outside).
+
+    The channel-wise ``max |x|`` per pixel first (``amax`` ``(H, W)``), then its maximum over
+    each window: max is exact, so this equals the maximum over the gathered field. Returns
+    the number of NaN or infinite inputs (a maximum with NaN depends on the order, and the
+    fast DAC assumes finite scales: the caller then takes the exact path).
     """
-    n_k, n_l = pm.shape
-    _field_scales(pm, periph, sc, sd)
-    levels = periph[1]
-    margin = _TIE_MARGIN * levels
-    for lp in range(n_l):
-        inv[lp] = levels / sd[lp]
+    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
+                                      geom[6], geom[7])
+    pt, pl = geom[8], geom[9]
+    n_h, n_w = x.shape[3], x.shape[4]
+    amax[:, :] = 0.0
+    nan = 0
+    for c in range(x.shape[2]):
+        for r in range(n_h):
+            for col in range(n_w):
+                a = abs(x[xs, b, c, r, col])
+                nan += not a <= _F32_MAX            # NaN or inf
+                amax[r, col] = max(amax[r, col], a)
+    for oh in range(ho):
+        for ow in range(wo):
+            m = np.float32(0.0)
+            for i in range(kh):
+                r = oh * sh + i * dh - pt
+                if r < 0 or r >= n_h:
+                    continue
+                for j in range(kw):
+                    col = ow * sw + j * dw - pl
+                    if col >= 0 and col < n_w:
+                        m = max(m, amax[r, col])
+            sc[oh * wo + ow] = np.float64(m)
+    return nan
+
+
+@njit(cache=True)
+def _gather_codes(x, xs, b, geom, levels, clip, sd, inv, pm):  # pragma: no cover - compiled
+    """Receptive fields of ``x[xs, b]`` gathered straight into rounding-DAC codes ``pm``.
+
+    ``rint(x * (L / s))`` (``inv = L / s`` per position) instead of xbar's
+    ``rint(x / s * L)``: both are within two roundings (relative ``2**-53`` each) of
+    ``x L / s``, so they differ by at most ``4.5e-16 * L``, and their codes are equal unless
+    ``x * (L / s)`` lies within ``_TIE_MARGIN * L`` (over 200 times that) of a half-integer.
+    Such inputs are counted and the count returned (0: every code is xbar's); the caller
+    then quantises the fields again as written. Taps outside the input are code 0.
+    ``clip == 0`` when the scale is each field's ``max |x|``: xbar's two clips are then
+    no-ops (``|x / s * L| <= L`` exactly) and are skipped.
+    """
+    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
+                                      geom[6], geom[7])
+    pt, pl = geom[8], geom[9]
+    n_h, n_w = x.shape[3], x.shape[4]
+    lim = 0.5 - _TIE_MARGIN * levels    # |t - rint(t)| <= 0.5; above lim: a near tie
     near = 0
-    for k in range(n_k):
-        for lp in range(n_l):
-            s = sd[lp]
-            t = min(max(np.float64(pm[k, lp]), -s), s) * inv[lp]
-            c = np.rint(t)
-            near += abs(abs(t - c) - 0.5) < margin
-            pm[k, lp] = np.float32(min(max(c, -levels), levels))
+    for c in range(x.shape[2]):         # indices as in _gather_fields (uint64)
+        xc = x[xs, b, c]
+        for i in range(kh):
+            for j in range(kw):
+                pk = pm[(c * kh + i) * kw + j]
+                c0 = j * dw - pl
+                lo, hi = _col_range(c0, sw, n_w, wo)
+                for oh in range(ho):
+                    r = oh * sh + i * dh - pt
+                    lp0 = oh * wo
+                    if r < 0 or r >= n_h:
+                        for ow in range(wo):
+                            pk[np.uint64(lp0 + ow)] = 0.0
+                        continue
+                    for ow in range(lo):
+                        pk[np.uint64(lp0 + ow)] = 0.0
+                    xr = xc[r]
+                    if clip == 0 and sw == 1:   # |x| <= s: xbar's clips are no-ops
+                        for ow in range(lo, hi):
+                            lp = np.uint64(lp0 + ow)
+                            t = np.float64(xr[np.uint64(c0 + ow)]) * inv[lp]
+                            cq = np.rint(t)
+                            near += abs(t - cq) > lim
+                            pk[lp] = np.float32(cq)
+                    else:
+                        for ow in range(lo, hi):
+                            lp = np.uint64(lp0 + ow)
+                            s = sd[lp]
+                            t = min(max(np.float64(xr[np.uint64(c0 + ow * sw)]), -s), s) * inv[lp]
+                            cq = np.rint(t)
+                            near += abs(t - cq) > lim
+                            pk[lp] = np.float32(min(max(cq, -levels), levels))
+                    for ow in range(hi, wo):
+                        pk[np.uint64(lp0 + ow)] = 0.0
     return near
 
 
 @njit(cache=True)
-def _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv):  # pragma: no cover - compiled
+def _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv,
+                      amax):  # pragma: no cover - compiled
     """Gather the receptive fields of image ``x[xs, b]`` and DAC them (codes in ``pm``).
 
     ``sc`` gets each position's scale ``s``. Without a DAC (``dac_mode == 0``) ``pm`` is left
-    raw and ``s = 1``. A rounding DAC (``dac_levels > 0``) takes the fast path of
-    :func:`_dac_fields_fast` (same codes); an unrounded one divides as written.
+    raw and ``s = 1``. A rounding DAC (``dac_levels > 0``) computes the scales from ``x``
+    (:func:`_window_scales`) and gathers codes directly (:func:`_gather_codes`, the fast
+    multiply per input); near a tie (or with NaN inputs) the fields are
+    gathered raw and quantised as written (:func:`_dac_fields_exact`). An unrounded DAC
+    divides as written. Every path gives xbar's codes bit for bit.
     """
+    if periph[0] > 0 and periph[1] > 0:
+        nan = 0
+        if periph[2] > 0:
+            sc[:] = periph[2]
+        else:
+            nan = _window_scales(x, xs, b, geom, amax, sc)
+        if nan == 0:
+            for lp in range(sc.shape[0]):
+                sd[lp] = sc[lp] if sc[lp] > 0 else 1.0
+                inv[lp] = periph[1] / sd[lp]
+            if _gather_codes(x, xs, b, geom, periph[1], int(periph[2] > 0), sd, inv, pm) == 0:
+                return
     _gather_fields(x, xs, b, geom, pm)
     if periph[0] <= 0:
         sc[:] = 1.0
         return
-    if periph[1] > 0 and _dac_fields_fast(pm, periph, sc, sd, inv) == 0:
-        return
-    if periph[1] > 0:                   # a near tie: again from the raw inputs, exactly
-        _gather_fields(x, xs, b, geom, pm)
     _dac_fields_exact(pm, periph, sc, sd)
 
 
@@ -369,13 +456,14 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
         sc = np.empty(n_l, dtype=np.float64)
         sd = np.empty(n_l, dtype=np.float64)
         inv = np.empty(n_l, dtype=np.float64)
+        amax = np.empty((x.shape[3], x.shape[4]), dtype=np.float32)
         acc = np.empty((4, n_l), dtype=np.float32)
         tot = np.empty((4, n_l), dtype=np.float64)
         y = np.empty((n_o, n_l), dtype=np.float32)
         for idx in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
             xs = idx // n_b
             b = idx - xs * n_b
-            _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv)
+            _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, amax)
             s_lo = 0 if n_sx == 1 else xs
             s_hi = n_s if n_sx == 1 else xs + 1
             for smp in range(s_lo, s_hi):
@@ -416,10 +504,11 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
         sc = np.empty(n_l, dtype=np.float64)
         sd = np.empty(n_l, dtype=np.float64)
         inv = np.empty(n_l, dtype=np.float64)
+        amax = np.empty((x.shape[3], x.shape[4]), dtype=np.float32)
         acc = np.empty(n_o, dtype=np.float32)
         tot = np.empty(n_o, dtype=np.float64)
         y = np.empty((n_o, n_l), dtype=np.float32)
-        _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv)
+        _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv, amax)
         for smp in range(n_s):
             for lp in range(n_l):
                 tot[:] = 0.0

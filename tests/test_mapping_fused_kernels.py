@@ -37,7 +37,8 @@ def _fields(x, bits, input_range):
     periph = np.array([1.0, 2.0 ** (bits - 1) - 1, input_range or 0.0, 0.0])
     pm = np.empty((c, n_l), np.float32)
     sc, sd, inv = (np.empty(n_l) for _ in range(3))
-    kernels._quantised_fields(xin, 0, 0, geom, periph, pm, sc, sd, inv)
+    kernels._quantised_fields(xin, 0, 0, geom, periph, pm, sc, sd, inv,
+                              np.empty((1, n_l), np.float32))
     return pm, sc
 
 
@@ -226,3 +227,32 @@ def test_monte_carlo_with_folded_batchnorm_matches_the_reference_engine():
                                   engine="reference")
     assert np.abs(fast.accuracies - ref.accuracies).max() <= 1 / fast.n_images + 1e-12
     assert type(analog.bn0) is nn.BatchNorm2d                    # put back after the run
+
+
+@pytest.mark.parametrize("kw", [dict(padding=2), dict(padding=(1, 2), stride=2),
+                                dict(padding=3, dilation=2), dict(padding=(0, 1), stride=(2, 3))])
+@pytest.mark.parametrize("out_channels", [4, 7, 13])            # blocks of 4, 3, 2 and 1
+def test_no_dac_equals_a_unit_scale_unrounded_dac(kw, out_channels):
+    # no DAC: the raw gathered fields. A unit-scale unrounded DAC (input_range 1, inputs in
+    # [-1, 1]) leaves every input as it is but takes the scale / divide path.
+    torch.manual_seed(0)
+    cfg = XbarConfig(tile=TileConfig(16, 8), device=DeviceConfig(sigma=0.5),
+                     adc=ADCConfig(bits=6))                     # 3 row tiles of K = 45
+    layer = CrossbarConv2d.from_float(nn.Conv2d(5, out_channels, 3, **kw), cfg)
+    layer.program(1)
+    st = LayerStatics(layer)
+    wt = np.ascontiguousarray(np.stack([sample_weights(layer), -sample_weights(layer)]))
+    x = torch.rand(3, 5, 11, 9) * 2 - 1
+    x[0, :, :4, :4] = 0.0
+    ho, wo = layer.output_size(11, 9)
+    left, _, top, _ = layer.pad_amounts()
+    geom = np.array([*st.kernel, *st.stride, *st.dilation, ho, wo, top, left], dtype=np.int64)
+    xn = np.ascontiguousarray(x.numpy())[None]
+    outs = []
+    for periph in (np.array([0.0, 0.0, 0.0, st.q_adc]), np.array([1.0, 0.0, 1.0, st.q_adc])):
+        out = np.empty((2, 3, out_channels, ho, wo), np.float32)
+        kernels.analog_conv_positions(xn, wt, st.bounds, st.gain, st.step, st.bias, periph,
+                                      geom, *PostOps().kernel_args(), out)
+        outs.append(out)
+    assert len(st.bounds) == 4
+    np.testing.assert_array_equal(outs[0], outs[1])
