@@ -374,27 +374,33 @@ def _post_write(y, aff, relu, pool, ho, wo, out):  # pragma: no cover - compiled
     if relu > 0:
         for o in range(n_o):
             for lp in range(y.shape[1]):
-                if y[o, lp] < 0:
-                    y[o, lp] = 0.0
+                v = y[o, lp]
+                y[o, lp] = 0.0 if v < 0 else v      # unconditional store: vectorises
     pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
                                               pool[5], pool[6], pool[7])
+    # flat indices cast to uint64 (never negative): no negative-index fix-up
     if pkh == 0:
         for o in range(n_o):
+            yo = y[o]
             for oh in range(ho):
                 for ow in range(wo):
-                    out[o, oh, ow] = y[o, oh * wo + ow]
+                    out[o, oh, ow] = yo[np.uint64(oh * wo + ow)]
     elif pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
         for o in range(n_o):
+            yo = y[o]
             for qh in range(hq):
                 r0 = qh * psh * wo
                 r1 = r0 + pdh * wo
                 for qw in range(wq):
                     c0 = qw * psw
                     c1 = c0 + pdw
-                    m = y[o, r0 + c0]
-                    for v in (y[o, r0 + c1], y[o, r1 + c0], y[o, r1 + c1]):
-                        if v > m or np.isnan(v):
-                            m = v
+                    m = yo[np.uint64(r0 + c0)]
+                    v = yo[np.uint64(r0 + c1)]
+                    m = v if (v > m or v != v) else m
+                    v = yo[np.uint64(r1 + c0)]
+                    m = v if (v > m or v != v) else m
+                    v = yo[np.uint64(r1 + c1)]
+                    m = v if (v > m or v != v) else m
                     out[o, qh, qw] = m
     else:
         for o in range(n_o):
