@@ -353,6 +353,39 @@ def _conv_sample(pm, wt, smp, bounds, gain, step, bias, adc_levels, sc, acc, tot
 
 
 @njit(cache=True)
+def _relu_pool2(y, relu, pool, wo, out):  # pragma: no cover - compiled
+    """:func:`_post_write`'s ReLU + 2x2 max-pool of ``y`` ``(O, Ho*Wo)``, ``y`` left as is.
+
+    The ReLU is applied to each value as the pool reads it (the same values, in the same
+    order, as ReLU first and pool after).
+    """
+    psh, psw, pdh, pdw = pool[2], pool[3], pool[6], pool[7]
+    hq, wq = out.shape[1], out.shape[2]
+    zero = np.float32(0.0)
+    for o in range(y.shape[0]):
+        yo = y[o]
+        for qh in range(hq):
+            r0 = qh * psh * wo
+            r1 = r0 + pdh * wo
+            for qw in range(wq):
+                c0 = qw * psw
+                c1 = c0 + pdw
+                m = yo[np.uint64(r0 + c0)]
+                v1 = yo[np.uint64(r0 + c1)]
+                v2 = yo[np.uint64(r1 + c0)]
+                v3 = yo[np.uint64(r1 + c1)]
+                if relu > 0:
+                    m = zero if m < 0 else m
+                    v1 = zero if v1 < 0 else v1
+                    v2 = zero if v2 < 0 else v2
+                    v3 = zero if v3 < 0 else v3
+                m = v1 if (v1 > m or v1 != v1) else m
+                m = v2 if (v2 > m or v2 != v2) else m
+                m = v3 if (v3 > m or v3 != v3) else m
+                out[o, qh, qw] = m
+
+
+@njit(cache=True)
 def _post_write(y, aff, relu, pool, ho, wo, out):  # pragma: no cover - compiled
     """Optional affine, ``max(y, 0)`` and max-pool of ``y`` ``(O, Ho*Wo)`` into ``out``.
 
@@ -371,13 +404,16 @@ def _post_write(y, aff, relu, pool, ho, wo, out):  # pragma: no cover - compiled
             al, be = aff[0, o], aff[1, o]
             for lp in range(y.shape[1]):
                 y[o, lp] = np.float32(np.float64(y[o, lp]) * al + be)
+    pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
+                                              pool[5], pool[6], pool[7])
+    if pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
+        _relu_pool2(y, relu, pool, wo, out)
+        return
     if relu > 0:
         for o in range(n_o):
             for lp in range(y.shape[1]):
                 v = y[o, lp]
-                y[o, lp] = 0.0 if v < 0 else v      # unconditional store: vectorises
-    pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
-                                              pool[5], pool[6], pool[7])
+                y[o, lp] = np.float32(0.0) if v < 0 else v   # unconditional store: vectorises
     # flat indices cast to uint64 (never negative): no negative-index fix-up
     if pkh == 0:
         for o in range(n_o):
@@ -385,23 +421,6 @@ def _post_write(y, aff, relu, pool, ho, wo, out):  # pragma: no cover - compiled
             for oh in range(ho):
                 for ow in range(wo):
                     out[o, oh, ow] = yo[np.uint64(oh * wo + ow)]
-    elif pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
-        for o in range(n_o):
-            yo = y[o]
-            for qh in range(hq):
-                r0 = qh * psh * wo
-                r1 = r0 + pdh * wo
-                for qw in range(wq):
-                    c0 = qw * psw
-                    c1 = c0 + pdw
-                    m = yo[np.uint64(r0 + c0)]
-                    v = yo[np.uint64(r0 + c1)]
-                    m = v if (v > m or v != v) else m
-                    v = yo[np.uint64(r1 + c0)]
-                    m = v if (v > m or v != v) else m
-                    v = yo[np.uint64(r1 + c1)]
-                    m = v if (v > m or v != v) else m
-                    out[o, qh, qw] = m
     else:
         for o in range(n_o):
             for qh in range(hq):
@@ -544,13 +563,14 @@ def relu_maxpool(x, relu, pool, out):  # pragma: no cover - compiled
     """
     n, c, h, w = x.shape
     no_aff = np.zeros((2, 0))
+    flat = x.reshape(n, c, h * w)           # a view (x is C-contiguous)
+    direct = pool[0] == 2 and pool[1] == 2 and pool[4] == 0 and pool[5] == 0
     for item in prange(n):
-        y = np.empty((c, h * w), dtype=np.float32)
-        for ch in range(c):
-            for i in range(h):
-                for j in range(w):
-                    y[ch, i * w + j] = x[item, ch, i, j]
-        _post_write(y, no_aff, relu, pool, h, w, out[item])
+        if direct:
+            _relu_pool2(flat[item], relu, pool, w, out[item])
+        else:
+            y = flat[item].copy()           # _post_write works in place
+            _post_write(y, no_aff, relu, pool, h, w, out[item])
 
 
 @njit(cache=True)
