@@ -256,3 +256,27 @@ def test_no_dac_equals_a_unit_scale_unrounded_dac(kw, out_channels):
         outs.append(out)
     assert len(st.bounds) == 4
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("cfg", [CFG8, XbarConfig(tile=TileConfig(32, 16),
+                                                  device=DeviceConfig(sigma=0.5))])
+def test_channel_and_position_kernels_agree_bit_for_bit(cfg):
+    # the channel-vectorised kernel skips zero codes (post-ReLU inputs, zero padding); the
+    # position kernel adds them: the sums are the same (a zero adds nothing)
+    torch.manual_seed(3)
+    layer = CrossbarConv2d.from_float(nn.Conv2d(12, 36, 3, padding=1), cfg)   # 4 row tiles
+    layer.program(2)
+    st = LayerStatics(layer)
+    wt = np.ascontiguousarray(np.stack([sample_weights(layer), 0.7 * sample_weights(layer)]))
+    x = torch.relu(torch.randn(5, 12, 5, 4))
+    xn = np.ascontiguousarray(x.numpy())[None]
+    geom = np.array([3, 3, 1, 1, 1, 1, 5, 4, 1, 1], dtype=np.int64)
+    post = PostOps(True, nn.MaxPool2d(2), batchnorm_affine(_bn(36, 4)))
+    outs = []
+    for fn in (kernels.analog_conv_forward, kernels.analog_conv_positions):
+        out = np.empty((2, 5, 36, 2, 2), np.float32)
+        fn(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom, *post.kernel_args(),
+           out)
+        outs.append(out)
+    assert len(st.bounds) == 5
+    np.testing.assert_array_equal(outs[0], outs[1])
