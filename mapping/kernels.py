@@ -1,11 +1,13 @@
 """Numba kernels of the Monte-Carlo fast path (fused im2col + DAC + tiled MAC + ADC).
 
 Two conv kernels never materialise the im2col matrix: for every output position they gather
-the receptive field, DAC-quantise it once (xbar's rule, :func:`xbar.kernels.dac_code`) and
-multiply it with the effective weights of ``S`` device samples (the Monte-Carlo samples share
-the input's quantisation). :func:`analog_conv_positions` vectorises over output positions and
-can apply a ReLU and max-pool to its output; :func:`analog_conv_forward` vectorises over
-output channels (deep layers with few positions). Linear layers use :func:`dac_rows`, a BLAS
+the receptive field (zero padding read in place), DAC-quantise it once (xbar's codes bit for
+bit: a multiply per input, and :func:`xbar.kernels.dac_code` itself near rounding ties, see
+:func:`_gather_codes`) and multiply it with the effective weights of ``S`` device samples
+(the Monte-Carlo samples share the input's quantisation). Both can apply a folded batch-norm
+affine, a ReLU and a max-pool to their output; :func:`analog_conv_positions` vectorises over
+output positions, :func:`analog_conv_forward` over output channels (deep layers with few
+positions). Linear layers use :func:`dac_rows`, a BLAS
 GEMM per row tile and :func:`adc_rows`. :func:`relu_maxpool` is the same ReLU / max-pool on
 its own, for digital ops that follow a digital module (e.g. a compensated layer).
 
