@@ -6,7 +6,9 @@ The ``fused`` execution strategy (:class:`mapping.execution.FusedExecution`) cal
 matrix in memory.
 The first layer of a network can also return a precomputed output (``override``), computed
 for several device samples at once from one DAC quantisation of its (shared) input. A conv
-can also apply the digital ReLU / max-pool that follow it (:class:`PostOps`, bit-exact).
+can also apply the digital ops that follow it (:class:`PostOps`): an eval-mode batch-norm
+folded into a per-channel affine (torch's arithmetic, checked to a tolerance), ReLU and
+max-pool (bit-exact). Zero padding is read inside the kernel (no padded copy).
 
 The maths equals ``xbar.TiledCrossbar.matmul`` on the same cells; only the order of the
 float32 bit-line sums differs (tests compare to a tolerance).
@@ -67,17 +69,60 @@ def sample_weights(layer) -> np.ndarray:
     return np.ascontiguousarray(layer.crossbar.circuit_weight().T)
 
 
+def batchnorm_affine(bn: nn.BatchNorm2d) -> np.ndarray:
+    """An eval-mode batch-norm as a per-channel affine ``y = alpha * x + beta``, ``(2, C)``.
+
+    torch's CPU kernel (eval mode, float32) computes ``alpha = float32(1 / sqrt(var + eps)) *
+    weight`` and ``beta = bias - mean * alpha`` in float32, then ``alpha * x + beta``; its
+    vectorised (AVX2 / AVX-512) build contracts both into fused multiply-adds, which is what
+    this reproduces: ``beta`` rounded once from the exact float64 ``bias - mean * alpha``, and
+    the kernel's ``float32(float64(x) * alpha + beta)`` (:func:`mapping.kernels._post_write`).
+    On a CPU where torch runs unfused multiply-adds the results differ by about one float32
+    ulp; :func:`mapping.fusion.install_fusion` checks the fold against torch on a probe batch
+    with a tolerance and drops it when they disagree by more.
+
+    Args:
+        bn: An ``nn.BatchNorm2d`` with running statistics (its mode is not checked here).
+
+    Returns:
+        float64 ``(2, C)``: ``alpha`` and ``beta``, each exactly a float32 value.
+    """
+    f32 = np.float32
+    var = bn.running_var.detach().cpu().numpy().astype(f32)
+    mean = bn.running_mean.detach().cpu().numpy().astype(f32)
+    n = var.shape[0]
+    w = (np.ones(n, f32) if bn.weight is None
+         else bn.weight.detach().cpu().numpy().astype(f32))
+    b = (np.zeros(n, f32) if bn.bias is None
+         else bn.bias.detach().cpu().numpy().astype(f32))
+    alpha = (f32(1.0) / np.sqrt(var + f32(bn.eps))) * w                       # float32 ops
+    beta = (b.astype(np.float64) - mean.astype(np.float64) * alpha).astype(f32)  # one rounding
+    return np.ascontiguousarray(np.stack([alpha, beta]).astype(np.float64))
+
+
+_NO_AFFINE = np.zeros((2, 0), dtype=np.float64)
+
+
 class PostOps:
-    """Digital ops fused after a conv: ``nn.ReLU`` and/or ``nn.MaxPool2d`` (exact, see kernels).
+    """Digital ops fused after a conv: batch-norm affine, ``nn.ReLU``, ``nn.MaxPool2d``.
+
+    In this order, each optional: a folded eval-mode ``nn.BatchNorm2d`` (per-channel affine,
+    :func:`batchnorm_affine`), ``max(y, 0)``, a max-pool. ReLU and max-pool are exact (bit
+    for bit torch's); the affine matches torch's batch-norm to a tolerance
+    (:func:`mapping.fusion.install_fusion`).
 
     Attributes:
         relu: Apply ``max(y, 0)``.
         pool: int64 ``(8,)`` ``(kh, kw, sh, sw, ph, pw, dh, dw)`` of the max-pool, or None.
+        affine: float64 ``(2, C)`` ``alpha, beta`` of a folded batch-norm, or None.
     """
 
-    def __init__(self, relu: bool = False, pool: nn.MaxPool2d | None = None) -> None:
+    def __init__(self, relu: bool = False, pool: nn.MaxPool2d | None = None,
+                 affine: np.ndarray | None = None) -> None:
         self.relu = bool(relu)
         self.pool = None
+        self.affine = (None if affine is None
+                       else np.ascontiguousarray(affine, dtype=np.float64).reshape(2, -1))
         if pool is not None:
             vals = []
             for name in ("kernel_size", "stride", "padding", "dilation"):
@@ -85,6 +130,11 @@ class PostOps:
                 v = v if v is not None else pool.kernel_size
                 vals += list(v) if isinstance(v, (tuple, list)) else [v, v]
             self.pool = np.asarray(vals, dtype=np.int64)
+
+    def kernel_args(self) -> tuple[np.ndarray, int, np.ndarray]:
+        """``(aff, relu, pool)`` as the conv kernels take them."""
+        aff = self.affine if self.affine is not None else _NO_AFFINE
+        return aff, int(self.relu), self.pool if self.pool is not None else _NO_POOL
 
     def out_size(self, ho: int, wo: int) -> tuple[int, int]:
         """Spatial size after the pool (floor mode), ``(Ho, Wo)`` without one."""
@@ -95,7 +145,10 @@ class PostOps:
                      for i, n in enumerate((ho, wo)))
 
     def apply_torch(self, y: torch.Tensor) -> torch.Tensor:
-        """The same ops in torch (for the channel-vectorised kernel)."""
+        """The same ops in torch, same arithmetic (the fallback of non-kernel inputs)."""
+        if self.affine is not None:
+            a = torch.from_numpy(self.affine).view(2, 1, -1, 1, 1)
+            y = (y.double() * a[0] + a[1]).to(y.dtype)
         if self.relu:
             y = torch.relu(y)
         if self.pool is not None:
@@ -105,6 +158,7 @@ class PostOps:
 
 
 _NO_POOL = np.zeros(8, dtype=np.int64)
+_NO_POST = PostOps()
 
 
 def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
@@ -117,7 +171,8 @@ def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
         x: Input batch (CPU), ``(B, C, H, W)`` for a conv, ``(..., in)`` for a linear layer,
             shared by the ``S`` samples.
         wt: Effective weights, float32 ``(S, K, O)``.
-        post: Digital ReLU/max-pool applied to a conv's output (fused in the kernel).
+        post: Digital batch-norm affine / ReLU / max-pool applied to a conv's output (fused
+            in the kernel).
 
     Returns:
         float32 tensor ``(S, B, O, Ho, Wo)`` (conv; pooled size with ``post.pool``) or
@@ -129,25 +184,23 @@ def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
     b = x.shape[0]
     ho, wo = layer.output_size(x.shape[2], x.shape[3])
     layer.last_output_size = (ho, wo)
-    xn = np.ascontiguousarray(layer.padded_input(x).detach().numpy(), dtype=np.float32)
-    xn = xn[None]
+    if layer.padding_mode == "zeros":       # the kernel reads zeros outside the input
+        left, _, top, _ = layer.pad_amounts()
+    else:
+        x, left, top = layer.padded_input(x), 0, 0
+    xn = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)[None]
+    geom = np.array([*st.kernel, *st.stride, *st.dilation, ho, wo, top, left], dtype=np.int64)
+    post = post if post is not None else _NO_POST
+    hq, wq = post.out_size(ho, wo)
+    out = np.empty((n_s, b, st.n_out, hq, wq), dtype=np.float32)
+    args = (xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom, *post.kernel_args(),
+            out)
     # vectorise over positions when there are many (or few channels), else over channels
-    geom = np.array([*st.kernel, *st.stride, *st.dilation, ho, wo], dtype=np.int64)
     if st.n_out < 32 or ho * wo >= 64:
-        hq, wq = post.out_size(ho, wo) if post is not None else (ho, wo)
-        out = np.empty((n_s, b, st.n_out, hq, wq), dtype=np.float32)
-        pool = post.pool if post is not None and post.pool is not None else _NO_POOL
-        kernels.analog_conv_positions(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph,
-                                      geom, int(post is not None and post.relu), pool, out)
-        return torch.from_numpy(out)
-    out = np.empty((n_s, b, st.n_out, ho, wo), dtype=np.float32)
-    kernels.analog_conv_forward(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom,
-                                out)
-    y = torch.from_numpy(out)
-    if post is not None:
-        y = post.apply_torch(y.reshape(n_s * b, *y.shape[2:]))
-        y = y.reshape(n_s, b, *y.shape[1:])
-    return y
+        kernels.analog_conv_positions(*args)
+    else:
+        kernels.analog_conv_forward(*args)
+    return torch.from_numpy(out)
 
 
 def fused_matmul(st: LayerStatics, rows: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
@@ -197,11 +250,12 @@ def warmup() -> float:
     g = np.ones((1, 2))
     out = np.empty((1, 1, 2, 1, 1), np.float32)
     periph = np.array([1.0, 127.0, 0.0, 127.0])
-    geom = np.array([2, 2, 1, 1, 1, 1, 1, 1], np.int64)
+    geom = np.array([2, 2, 1, 1, 1, 1, 1, 1, 0, 0], np.int64)
     pool = np.array([1, 1, 1, 1, 0, 0, 1, 1], np.int64)
-    args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), periph, geom)
+    args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), periph, geom,
+            np.ones((2, 2)), 1, pool)
     kernels.analog_conv_forward(x, *args, out)
-    kernels.analog_conv_positions(x, *args, 1, pool, out)
+    kernels.analog_conv_positions(x, *args, out)
     kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)

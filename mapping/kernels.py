@@ -1,11 +1,13 @@
 """Numba kernels of the Monte-Carlo fast path (fused im2col + DAC + tiled MAC + ADC).
 
 Two conv kernels never materialise the im2col matrix: for every output position they gather
-the receptive field, DAC-quantise it once (xbar's rule, :func:`xbar.kernels.dac_code`) and
-multiply it with the effective weights of ``S`` device samples (the Monte-Carlo samples share
-the input's quantisation). :func:`analog_conv_positions` vectorises over output positions and
-can apply a ReLU and max-pool to its output; :func:`analog_conv_forward` vectorises over
-output channels (deep layers with few positions). Linear layers use :func:`dac_rows`, a BLAS
+the receptive field (zero padding read in place), DAC-quantise it once (xbar's codes bit for
+bit: a multiply per input, and :func:`xbar.kernels.dac_code` itself near rounding ties, see
+:func:`_gather_codes`) and multiply it with the effective weights of ``S`` device samples
+(the Monte-Carlo samples share the input's quantisation). Both can apply a folded batch-norm
+affine, a ReLU and a max-pool to their output; :func:`analog_conv_positions` vectorises over
+output positions, :func:`analog_conv_forward` over output channels (deep layers with few
+positions). Linear layers use :func:`dac_rows`, a BLAS
 GEMM per row tile and :func:`adc_rows`. :func:`relu_maxpool` is the same ReLU / max-pool on
 its own, for digital ops that follow a digital module (e.g. a compensated layer).
 
@@ -16,8 +18,9 @@ Arguments common to the conv kernels, packed so that the signatures stay short:
   ``dac_levels`` ``2**(bits-1) - 1`` of the DAC, 0 for an unrounded ``x / s``;
   ``input_range`` a fixed DAC full scale, <= 0 for the per-position ``max |x|``;
   ``adc_levels`` ``2**(bits-1) - 1`` of the ADC, 0 for ideal.
-* ``geom``: int64 ``(8,)`` = ``(kh, kw, sh, sw, dh, dw, ho, wo)``: kernel, stride, dilation
-  and the conv output size.
+* ``geom``: int64 ``(10,)`` = ``(kh, kw, sh, sw, dh, dw, ho, wo, pt, pl)``: kernel, stride,
+  dilation, the conv output size and the zero padding at the top and left (the input is
+  passed unpadded; taps outside it read 0).
 * ``gain``, ``step``: float64 ``(n_row_tiles, O)``, :func:`xbar.adc_gain_step` (with an ADC;
   ``step = 1 / L_d`` or 1 without one).
 
@@ -45,41 +48,62 @@ def _adc(acc, gain, step, adc_levels):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _gather_fields(x, xs, b, geom, pm):  # pragma: no cover - compiled
-    """Receptive fields of image ``x[xs, b]`` into ``pm`` ``(K, L)``, ``k`` in ``(c, i, j)``."""
+    """Receptive fields of image ``x[xs, b]`` into ``pm`` ``(K, L)``, ``k`` in ``(c, i, j)``.
+
+    ``x`` is unpadded: a tap outside it (the zero padding ``geom[8], geom[9]`` at the top and
+    left, and whatever the output size implies at the bottom and right) reads 0.
+    """
     kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
                                       geom[6], geom[7])
+    pt, pl = geom[8], geom[9]
+    n_h, n_w = x.shape[3], x.shape[4]
+    # indices cast to uint64 (never negative here): no negative-index fix-up, so the row
+    # loops vectorise (1-D slices per row would cost a reference count each)
     for c in range(x.shape[2]):
+        xc = x[xs, b, c]
         for i in range(kh):
             for j in range(kw):
-                k = (c * kh + i) * kw + j
-                c0 = j * dw
+                pk = pm[(c * kh + i) * kw + j]
+                c0 = j * dw - pl
+                lo, hi = _col_range(c0, sw, n_w, wo)
                 for oh in range(ho):
-                    r = oh * sh + i * dh
+                    r = oh * sh + i * dh - pt
                     lp0 = oh * wo
+                    if r < 0 or r >= n_h:
+                        for ow in range(wo):
+                            pk[np.uint64(lp0 + ow)] = 0.0
+                        continue
+                    for ow in range(lo):
+                        pk[np.uint64(lp0 + ow)] = 0.0
+                    xr = xc[r]
                     if sw == 1:                 # unit stride: a vectorised copy
-                        for ow in range(wo):
-                            pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow]
+                        for ow in range(lo, hi):
+                            pk[np.uint64(lp0 + ow)] = xr[np.uint64(c0 + ow)]
                     else:
-                        for ow in range(wo):
-                            pm[k, lp0 + ow] = x[xs, b, c, r, c0 + ow * sw]
+                        for ow in range(lo, hi):
+                            pk[np.uint64(lp0 + ow)] = xr[np.uint64(c0 + ow * sw)]
+                    for ow in range(hi, wo):
+                        pk[np.uint64(lp0 + ow)] = 0.0
+
+
+#: Distance to a rounding tie, per DAC level, below which the fast DAC redoes a field exactly.
+_TIE_MARGIN = 1e-13
+#: Largest finite float32.
+_F32_MAX = 3.4028234663852886e38
 
 
 @njit(cache=True)
-def _dac_fields(pm, periph, sc, sd):  # pragma: no cover - compiled
-    """DAC of every position's field in place; ``sc`` gets each position's scale ``s``.
+def _field_scales(pm, periph, sc, sd):  # pragma: no cover - compiled
+    """Each position's DAC scale ``s`` into ``sc`` and the divisor into ``sd``.
 
     ``s == 0`` only where the whole field is 0 (or ``input_range <= 0``): codes 0 via
-    ``sd = 1``. Without a DAC (``dac_mode == 0``) ``pm`` is left raw and ``s = 1``.
+    ``sd = 1``.
     """
     n_k, n_l = pm.shape
-    if periph[0] <= 0:
-        sc[:] = 1.0
-        return
-    levels, in_range = periph[1], periph[2]
     sc[:] = 0.0
     sd[:] = 1.0
-    if in_range > 0:
-        sc[:] = in_range
+    if periph[2] > 0:
+        sc[:] = periph[2]
     else:
         for k in range(n_k):
             for lp in range(n_l):
@@ -87,9 +111,149 @@ def _dac_fields(pm, periph, sc, sd):  # pragma: no cover - compiled
     for lp in range(n_l):
         if sc[lp] > 0:
             sd[lp] = sc[lp]
+
+
+@njit(cache=True)
+def _dac_fields_exact(pm, periph, sc, sd):  # pragma: no cover - compiled
+    """DAC of every field in place with xbar's rule as written (a division per input)."""
+    n_k, n_l = pm.shape
+    _field_scales(pm, periph, sc, sd)
+    levels = periph[1]
     for k in range(n_k):
         for lp in range(n_l):
             pm[k, lp] = np.float32(dac_code(np.float64(pm[k, lp]), sd[lp], levels))
+
+
+@njit(cache=True)
+def _col_range(c0, sw, n_w, wo):  # pragma: no cover - compiled
+    """Output columns ``[lo, hi)`` whose tap ``c0 + ow * sw`` lies inside ``[0, n_w)``."""
+    lo = 0 if c0 >= 0 else (sw - 1 - c0) // sw
+    hi = (n_w - 1 - c0) // sw + 1
+    lo = min(lo, wo)
+    return lo, min(max(hi, lo), wo)
+
+
+@njit(cache=True)
+def _window_scales(x, xs, b, geom, amax, sc):  # pragma: no cover - compiled
+    """``sc[lp]`` = ``max |x|`` over position ``lp``'s receptive field (0 for taps outside).
+
+    The channel-wise ``max |x|`` per pixel first (``amax`` ``(H, W)``), then its maximum over
+    each window: max is exact, so this equals the maximum over the gathered field. Returns
+    the number of NaN or infinite inputs (a maximum with NaN depends on the order, and the
+    fast DAC assumes finite scales: the caller then takes the exact path).
+    """
+    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
+                                      geom[6], geom[7])
+    pt, pl = geom[8], geom[9]
+    n_h, n_w = x.shape[3], x.shape[4]
+    amax[:, :] = 0.0
+    nan = 0
+    for c in range(x.shape[2]):
+        for r in range(n_h):
+            for col in range(n_w):
+                a = abs(x[xs, b, c, r, col])
+                nan += not a <= _F32_MAX            # NaN or inf
+                amax[r, col] = max(amax[r, col], a)
+    for oh in range(ho):
+        for ow in range(wo):
+            m = np.float32(0.0)
+            for i in range(kh):
+                r = oh * sh + i * dh - pt
+                if r < 0 or r >= n_h:
+                    continue
+                for j in range(kw):
+                    col = ow * sw + j * dw - pl
+                    if col >= 0 and col < n_w:
+                        m = max(m, amax[r, col])
+            sc[oh * wo + ow] = np.float64(m)
+    return nan
+
+
+@njit(cache=True)
+def _gather_codes(x, xs, b, geom, levels, clip, sd, inv, pm):  # pragma: no cover - compiled
+    """Receptive fields of ``x[xs, b]`` gathered straight into rounding-DAC codes ``pm``.
+
+    ``rint(x * (L / s))`` (``inv = L / s`` per position) instead of xbar's
+    ``rint(x / s * L)``: both are within two roundings (relative ``2**-53`` each) of
+    ``x L / s``, so they differ by at most ``4.5e-16 * L``, and their codes are equal unless
+    ``x * (L / s)`` lies within ``_TIE_MARGIN * L`` (over 200 times that) of a half-integer.
+    Such inputs are counted and the count returned (0: every code is xbar's); the caller
+    then quantises the fields again as written. Taps outside the input are code 0.
+    ``clip == 0`` when the scale is each field's ``max |x|``: xbar's two clips are then
+    no-ops (``|x / s * L| <= L`` exactly) and are skipped.
+    """
+    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
+                                      geom[6], geom[7])
+    pt, pl = geom[8], geom[9]
+    n_h, n_w = x.shape[3], x.shape[4]
+    lim = 0.5 - _TIE_MARGIN * levels    # |t - rint(t)| <= 0.5; above lim: a near tie
+    near = 0
+    for c in range(x.shape[2]):         # indices as in _gather_fields (uint64)
+        xc = x[xs, b, c]
+        for i in range(kh):
+            for j in range(kw):
+                pk = pm[(c * kh + i) * kw + j]
+                c0 = j * dw - pl
+                lo, hi = _col_range(c0, sw, n_w, wo)
+                for oh in range(ho):
+                    r = oh * sh + i * dh - pt
+                    lp0 = oh * wo
+                    if r < 0 or r >= n_h:
+                        for ow in range(wo):
+                            pk[np.uint64(lp0 + ow)] = 0.0
+                        continue
+                    for ow in range(lo):
+                        pk[np.uint64(lp0 + ow)] = 0.0
+                    xr = xc[r]
+                    if clip == 0 and sw == 1:   # |x| <= s: xbar's clips are no-ops
+                        for ow in range(lo, hi):
+                            lp = np.uint64(lp0 + ow)
+                            t = np.float64(xr[np.uint64(c0 + ow)]) * inv[lp]
+                            cq = np.rint(t)
+                            near += abs(t - cq) > lim
+                            pk[lp] = np.float32(cq)
+                    else:
+                        for ow in range(lo, hi):
+                            lp = np.uint64(lp0 + ow)
+                            s = sd[lp]
+                            t = min(max(np.float64(xr[np.uint64(c0 + ow * sw)]), -s), s) * inv[lp]
+                            cq = np.rint(t)
+                            near += abs(t - cq) > lim
+                            pk[lp] = np.float32(min(max(cq, -levels), levels))
+                    for ow in range(hi, wo):
+                        pk[np.uint64(lp0 + ow)] = 0.0
+    return near
+
+
+@njit(cache=True)
+def _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv,
+                      amax):  # pragma: no cover - compiled
+    """Gather the receptive fields of image ``x[xs, b]`` and DAC them (codes in ``pm``).
+
+    ``sc`` gets each position's scale ``s``. Without a DAC (``dac_mode == 0``) ``pm`` is left
+    raw and ``s = 1``. A rounding DAC (``dac_levels > 0``) computes the scales from ``x``
+    (:func:`_window_scales`) and gathers codes directly (:func:`_gather_codes`, the fast
+    multiply per input); near a tie (or with NaN inputs) the fields are
+    gathered raw and quantised as written (:func:`_dac_fields_exact`). An unrounded DAC
+    divides as written. Every path gives xbar's codes bit for bit.
+    """
+    if periph[0] > 0 and periph[1] > 0:
+        nan = 0
+        if periph[2] > 0:
+            sc[:] = periph[2]
+        else:
+            nan = _window_scales(x, xs, b, geom, amax, sc)
+        if nan == 0:
+            for lp in range(sc.shape[0]):
+                sd[lp] = sc[lp] if sc[lp] > 0 else 1.0
+                inv[lp] = periph[1] / sd[lp]
+            if _gather_codes(x, xs, b, geom, periph[1], int(periph[2] > 0), sd, inv, pm) == 0:
+                return
+    _gather_fields(x, xs, b, geom, pm)
+    if periph[0] <= 0:
+        sc[:] = 1.0
+        return
+    _dac_fields_exact(pm, periph, sc, sd)
 
 
 @njit(cache=True)
@@ -191,39 +355,74 @@ def _conv_sample(pm, wt, smp, bounds, gain, step, bias, adc_levels, sc, acc, tot
 
 
 @njit(cache=True)
-def _post_write(y, relu, pool, ho, wo, out):  # pragma: no cover - compiled
-    """Optional ``max(y, 0)`` and max-pool of ``y`` ``(O, Ho*Wo)`` into ``out`` ``(O, Hq, Wq)``.
+def _relu_pool2(y, relu, pool, wo, out):  # pragma: no cover - compiled
+    """:func:`_post_write`'s ReLU + 2x2 max-pool of ``y`` ``(O, Ho*Wo)``, ``y`` left as is.
 
-    NaN-propagating, ``-inf`` padding: torch's ``nn.ReLU``/``nn.MaxPool2d`` bit for bit.
-    ``pool[0] == 0``: no pool.
+    The ReLU is applied to each value as the pool reads it (the same values, in the same
+    order, as ReLU first and pool after).
+    """
+    psh, psw, pdh, pdw = pool[2], pool[3], pool[6], pool[7]
+    hq, wq = out.shape[1], out.shape[2]
+    zero = np.float32(0.0)
+    for o in range(y.shape[0]):
+        yo = y[o]
+        for qh in range(hq):
+            r0 = qh * psh * wo
+            r1 = r0 + pdh * wo
+            for qw in range(wq):
+                c0 = qw * psw
+                c1 = c0 + pdw
+                m = yo[np.uint64(r0 + c0)]
+                v1 = yo[np.uint64(r0 + c1)]
+                v2 = yo[np.uint64(r1 + c0)]
+                v3 = yo[np.uint64(r1 + c1)]
+                if relu > 0:
+                    m = zero if m < 0 else m
+                    v1 = zero if v1 < 0 else v1
+                    v2 = zero if v2 < 0 else v2
+                    v3 = zero if v3 < 0 else v3
+                m = v1 if (v1 > m or v1 != v1) else m
+                m = v2 if (v2 > m or v2 != v2) else m
+                m = v3 if (v3 > m or v3 != v3) else m
+                out[o, qh, qw] = m
+
+
+@njit(cache=True)
+def _post_write(y, aff, relu, pool, ho, wo, out):  # pragma: no cover - compiled
+    """Optional affine, ``max(y, 0)`` and max-pool of ``y`` ``(O, Ho*Wo)`` into ``out``.
+
+    ``out`` is ``(O, Hq, Wq)``.
+    The affine (a folded eval-mode batch-norm, ``aff`` float64 ``(2, O)`` holding float32
+    values ``alpha, beta``; ``(2, 0)``: none) is ``float32(float64(y) * alpha + beta)``: the
+    product is exact in float64, so this is torch's fused multiply-add ``fma(y, alpha, beta)``
+    up to a double rounding (53 then 24 bits) that differs only on exact float32 ties.
+    ReLU and max-pool are NaN-propagating with ``-inf`` padding: torch's
+    ``nn.ReLU``/``nn.MaxPool2d`` bit for bit. ``pool[0] == 0``: no pool.
     """
     n_o = y.shape[0]
     hq, wq = out.shape[1], out.shape[2]
+    if aff.shape[1] > 0:
+        for o in range(n_o):
+            al, be = aff[0, o], aff[1, o]
+            for lp in range(y.shape[1]):
+                y[o, lp] = np.float32(np.float64(y[o, lp]) * al + be)
+    pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
+                                              pool[5], pool[6], pool[7])
+    if pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
+        _relu_pool2(y, relu, pool, wo, out)
+        return
     if relu > 0:
         for o in range(n_o):
             for lp in range(y.shape[1]):
-                if y[o, lp] < 0:
-                    y[o, lp] = 0.0
-    pkh, pkw, psh, psw, pph, ppw, pdh, pdw = (pool[0], pool[1], pool[2], pool[3], pool[4],
-                                              pool[5], pool[6], pool[7])
+                v = y[o, lp]
+                y[o, lp] = np.float32(0.0) if v < 0 else v   # unconditional store: vectorises
+    # flat indices cast to uint64 (never negative): no negative-index fix-up
     if pkh == 0:
         for o in range(n_o):
+            yo = y[o]
             for oh in range(ho):
                 for ow in range(wo):
-                    out[o, oh, ow] = y[o, oh * wo + ow]
-    elif pkh == 2 and pkw == 2 and pph == 0 and ppw == 0:      # the common case
-        for o in range(n_o):
-            for qh in range(hq):
-                r0 = qh * psh * wo
-                r1 = r0 + pdh * wo
-                for qw in range(wq):
-                    c0 = qw * psw
-                    c1 = c0 + pdw
-                    m = y[o, r0 + c0]
-                    for v in (y[o, r0 + c1], y[o, r1 + c0], y[o, r1 + c1]):
-                        if v > m or np.isnan(v):
-                            m = v
-                    out[o, qh, qw] = m
+                    out[o, oh, ow] = yo[np.uint64(oh * wo + ow)]
     else:
         for o in range(n_o):
             for qh in range(hq):
@@ -244,20 +443,22 @@ def _post_write(y, relu, pool, ho, wo, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, pool,
+def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool,
                           out):  # pragma: no cover - compiled
     """Fused analog convolution vectorised over output positions, optional ReLU + max-pool.
 
     Per image, the receptive fields are gathered into a local ``(K, L)`` block (``L =
-    Ho*Wo``, :func:`_gather_fields`) and DAC-quantised once (:func:`_dac_fields`). Then for
+    Ho*Wo``, :func:`_gather_fields`) and DAC-quantised once (:func:`_quantised_fields`). Then for
     every sample the bit-line sums of all positions are accumulated in float32 for ``k``
     ascending, ADC-converted into a float64 total per tile column (:func:`_conv_sample`),
-    and the output ``y = float32(s * total + bias)`` optionally goes through ``max(y, 0)``
-    and a max-pool (:func:`_post_write`) before it is written.
+    and the output ``y = float32(s * total + bias)`` optionally goes through a per-channel
+    affine (a folded batch-norm), ``max(y, 0)`` and a max-pool (:func:`_post_write`) before
+    it is written.
 
     Args:
-        x: Padded input, float32 ``(SX, B, C, Hp, Wp)``; ``SX == 1``: one input shared by
-            all ``S`` samples (quantised once), ``SX == S``: sample ``s`` reads ``x[s]``.
+        x: Input, float32 ``(SX, B, C, H, W)``, unpadded (the zero padding is in ``geom``);
+            ``SX == 1``: one input shared by all ``S`` samples (quantised once), ``SX == S``:
+            sample ``s`` reads ``x[s]``.
         wt: Effective weights, transposed, float32 ``(S, K, O)``, ``K = C*kh*kw`` in
             ``(c, i, j)`` order (torch ``weight.flatten(1)``).
         bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
@@ -265,7 +466,8 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, p
         step: float64 ``(n_row_tiles, O)`` ADC step (module docstring).
         bias: Digital bias, float32 ``(O,)`` (zeros for none).
         periph: float64 ``(4,)`` converter constants (module docstring).
-        geom: int64 ``(8,)`` geometry (module docstring).
+        geom: int64 ``(10,)`` geometry (module docstring).
+        aff: float64 ``(2, O)`` affine ``alpha, beta`` after the bias, or ``(2, 0)``: none.
         relu: 1 = apply ``max(y, 0)`` (NaN kept).
         pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
         out: float32 ``(S, B, O, Hq, Wq)``, written in place (``Hq, Wq = ho, wo`` without pool).
@@ -280,67 +482,90 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, relu, p
         pm = np.empty((n_k, n_l), dtype=np.float32)
         sc = np.empty(n_l, dtype=np.float64)
         sd = np.empty(n_l, dtype=np.float64)
+        inv = np.empty(n_l, dtype=np.float64)
+        amax = np.empty((x.shape[3], x.shape[4]), dtype=np.float32)
         acc = np.empty((4, n_l), dtype=np.float32)
         tot = np.empty((4, n_l), dtype=np.float64)
         y = np.empty((n_o, n_l), dtype=np.float32)
         for idx in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
             xs = idx // n_b
             b = idx - xs * n_b
-            _gather_fields(x, xs, b, geom, pm)
-            _dac_fields(pm, periph, sc, sd)
+            _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, amax)
             s_lo = 0 if n_sx == 1 else xs
             s_hi = n_s if n_sx == 1 else xs + 1
             for smp in range(s_lo, s_hi):
                 _conv_sample(pm, wt, smp, bounds, gain, step, bias, periph[3], sc, acc, tot, y)
-                _post_write(y, relu, pool, ho, wo, out[smp, b])
+                _post_write(y, aff, relu, pool, ho, wo, out[smp, b])
 
 
 @njit(parallel=True, cache=True)
-def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom,
+def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool,
                         out):  # pragma: no cover - compiled
     """Fused analog convolution for ``S`` device samples, vectorised over output channels.
 
     Same maths as :func:`analog_conv_positions` (a per-position field, its DAC scale, the
-    bit-line sums in ascending ``k``, the ADC per tile column), for layers with few output
-    positions and many channels.
+    bit-line sums in ascending ``k``, the ADC per tile column, the same optional affine,
+    ReLU and max-pool), for layers with few output positions and many channels.
 
     Args:
-        x: Padded input, float32 ``(1, B, C, Hp, Wp)`` (shared by the samples).
+        x: Input, float32 ``(1, B, C, H, W)``, unpadded (shared by the samples).
         wt: Effective weights, transposed, float32 ``(S, K, O)``.
         bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
         gain: float64 ``(n_row_tiles, O)`` ADC gain.
         step: float64 ``(n_row_tiles, O)`` ADC step.
         bias: Digital bias, float32 ``(O,)``.
         periph: float64 ``(4,)`` converter constants.
-        geom: int64 ``(8,)`` geometry.
-        out: Output, float32 ``(S, B, O, Ho, Wo)``, written in place.
+        geom: int64 ``(10,)`` geometry.
+        aff: float64 ``(2, O)`` affine after the bias, or ``(2, 0)``: none.
+        relu: 1 = apply ``max(y, 0)``.
+        pool: int64 ``(8,)`` max-pool; ``kh == 0``: none.
+        out: Output, float32 ``(S, B, O, Hq, Wq)``, written in place.
     """
     n_b = x.shape[1]
     n_s, n_k, n_o = wt.shape
     ho, wo = geom[6], geom[7]
+    n_l = ho * wo
+    n_t = bounds.shape[0] - 1
     adc_levels = periph[3]
-    for b in prange(n_b):
-        pm = np.empty((n_k, ho * wo), dtype=np.float32)
-        sc = np.empty(ho * wo, dtype=np.float64)
-        sd = np.empty(ho * wo, dtype=np.float64)
+    n_blocks = (n_b + _BLOCK - 1) // _BLOCK
+    for blk in prange(n_blocks):        # scratch allocated once per block of images
+        pm = np.empty((n_k, n_l), dtype=np.float32)
+        sc = np.empty(n_l, dtype=np.float64)
+        sd = np.empty(n_l, dtype=np.float64)
+        inv = np.empty(n_l, dtype=np.float64)
+        amax = np.empty((x.shape[3], x.shape[4]), dtype=np.float32)
         acc = np.empty(n_o, dtype=np.float32)
         tot = np.empty(n_o, dtype=np.float64)
-        _gather_fields(x, 0, b, geom, pm)
-        _dac_fields(pm, periph, sc, sd)
-        for lp in range(ho * wo):
-            for smp in range(n_s):
-                tot[:] = 0.0
-                for t in range(bounds.shape[0] - 1):
-                    acc[:] = 0.0
+        ys = np.empty((n_s, n_o, n_l), dtype=np.float32)
+        nz = np.empty((n_t, n_k), dtype=np.int64)
+        cnt = np.empty(n_t, dtype=np.int64)
+        for b in range(blk * _BLOCK, min(n_b, (blk + 1) * _BLOCK)):
+            _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv, amax)
+            for lp in range(n_l):
+                # the nonzero codes of each row tile, k ascending, without a branch per code
+                # (post-ReLU inputs are about half zeros: a branch would mispredict); a zero
+                # code adds nothing to a bit-line sum, so skipping them changes no result
+                for t in range(n_t):
+                    c = 0
                     for k in range(bounds[t], bounds[t + 1]):
-                        v = pm[k, lp]
-                        if v != 0.0:
+                        nz[t, c] = k
+                        c += pm[k, lp] != 0.0
+                    cnt[t] = c
+                for smp in range(n_s):
+                    tot[:] = 0.0
+                    for t in range(n_t):
+                        acc[:] = 0.0
+                        for q in range(cnt[t]):
+                            k = nz[t, q]
+                            v = pm[k, lp]
                             for o in range(n_o):
                                 acc[o] += v * wt[smp, k, o]
+                        for o in range(n_o):
+                            tot[o] += _adc(acc[o], gain[t, o], step[t, o], adc_levels)
                     for o in range(n_o):
-                        tot[o] += _adc(acc[o], gain[t, o], step[t, o], adc_levels)
-                for o in range(n_o):
-                    out[smp, b, o, lp // wo, lp % wo] = np.float32(tot[o] * sc[lp] + bias[o])
+                        ys[smp, o, lp] = np.float32(tot[o] * sc[lp] + bias[o])
+            for smp in range(n_s):
+                _post_write(ys[smp], aff, relu, pool, ho, wo, out[smp, b])
 
 
 @njit(parallel=True, cache=True)
@@ -354,13 +579,15 @@ def relu_maxpool(x, relu, pool, out):  # pragma: no cover - compiled
         out: float32 ``(N, C, Hq, Wq)``.
     """
     n, c, h, w = x.shape
+    no_aff = np.zeros((2, 0))
+    flat = x.reshape(n, c, h * w)           # a view (x is C-contiguous)
+    direct = pool[0] == 2 and pool[1] == 2 and pool[4] == 0 and pool[5] == 0
     for item in prange(n):
-        y = np.empty((c, h * w), dtype=np.float32)
-        for ch in range(c):
-            for i in range(h):
-                for j in range(w):
-                    y[ch, i * w + j] = x[item, ch, i, j]
-        _post_write(y, relu, pool, h, w, out[item])
+        if direct:
+            _relu_pool2(flat[item], relu, pool, w, out[item])
+        else:
+            y = flat[item].copy()           # _post_write works in place
+            _post_write(y, no_aff, relu, pool, h, w, out[item])
 
 
 @njit(cache=True)

@@ -10,11 +10,12 @@ accuracy of each. On CPU it runs the fast path (:mod:`mapping.fastpath`):
   fused kernel call (several device samples per pass over the input);
 * every other crossbar layer runs the fused im2col + DAC + MAC + ADC kernel (no im2col
   matrix in memory);
-* an ``nn.ReLU`` and/or ``nn.MaxPool2d`` that directly follow a crossbar conv inside a plain
-  ``nn.Sequential`` (exact types, no hooks, floor mode) are fused into the conv kernel and
-  skipped (replaced by ``nn.Identity`` for the run, then put back); a probe batch must give
-  bit-identical logits with and without the fusion, else nothing is fused. Max and ReLU are
-  exact, so this changes no result.
+* an eval-mode ``nn.BatchNorm2d``, ``nn.ReLU`` and/or ``nn.MaxPool2d`` that directly follow
+  a crossbar conv inside a plain ``nn.Sequential`` (exact types, no hooks, floor mode) are
+  fused into the conv kernel and skipped (replaced by ``nn.Identity`` for the run, then put
+  back); a probe batch checks the fusion (:mod:`mapping.fusion`: bit-identical logits, or
+  within ``fusion.BN_RTOL`` where a batch-norm is folded, else it is not folded). Max and
+  ReLU are exact, so they change no result.
 
 Every image is computed by one thread in a fixed order, so the accuracies do not depend on
 Numba's thread count; torch runs single-threaded inside the loop.
@@ -41,7 +42,7 @@ from .evaluation import (_count_correct, _inputs_fit, _model_device, evaluate_ac
                          materialise)
 from .execution import FusedExecution
 from .fastpath import fused_forward, sample_weights
-from .fusion import fusable, install_fusion, remove_fusion
+from .fusion import install_fusion, remove_fusion
 from .threads import torch_single_threaded
 
 #: Bytes allowed for first-layer outputs of one chunk times one sample group.
@@ -268,8 +269,7 @@ def _fast_run(model, entries, batches, seqs, layers, group_size, bar
                 layer.execution = st
                 st.pin(layer, sample_weights(layer)[None])
             if once:                        # a conv called twice would apply its ops twice
-                saved = install_fusion(model, states, fusable(model, entries),
-                                       batches[0][0][:4])
+                saved = install_fusion(model, states, entries, batches[0][0][:4])
             for st in states.values():
                 st.calls = 0                # count the sample loop only, not the probes above
             acc = _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states,

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import xbar.crossbar
+import xbar.kernels
 import xbar.forward
 import naive
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, TiledCrossbar, XbarConfig
@@ -125,3 +126,20 @@ def test_read_noise_is_fresh_per_call_and_seeded():
     np.testing.assert_array_equal(xb.matmul(x), y1)  # the noise stream follows the seed
     rel = (xb.matmul(x, rng=5) - x @ w.T) / np.abs(x @ w.T).max()
     assert 0 < np.abs(rel).max() < 0.1
+
+
+@pytest.mark.parametrize("level,levels,p", [("weight", 0, 0.0), ("device", 16, 0.05)])
+def test_serial_and_parallel_programming_give_the_same_cells(level, levels, p):
+    # small arrays take the serial twin of the kernel (xbar.kernels.PARALLEL_MIN_CELLS)
+    n = 5000
+    rng = np.random.default_rng(1)
+    w = rng.uniform(-1, 1, n).astype(np.float32)
+    z = rng.standard_normal((2, n), dtype=np.float32)
+    u = rng.random(2 * n, dtype=np.float32)
+    outs = []
+    for program in (xbar.kernels.program_cells, xbar.kernels.program_cells_serial):
+        out = np.empty(n, np.float32)
+        program(w, z[0], z[1] if level == "device" else z[1][:0], u if p else u[:0], 0.5,
+                level == "device", 1.0, 1e-6, 1e-4, levels, p, p, out)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])

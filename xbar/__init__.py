@@ -35,8 +35,8 @@ def warmup() -> float:
     w = np.array([0.5, -1.0, 0.25, 0.0], dtype=f32)
     z = np.zeros(4, dtype=f32)
     out = np.empty(4, dtype=f32)
-    kernels.program_cells(w, z, z, np.zeros(8, dtype=f32), 0.5, False, 1.0, 1e-6, 1e-4, 0,
-                          0.0, 0.0, out)
+    for program in (kernels.program_cells, kernels.program_cells_serial):
+        program(w, z, z, np.zeros(8, dtype=f32), 0.5, False, 1.0, 1e-6, 1e-4, 0, 0.0, 0.0, out)
     kernels.read_noise(w, z, 0.1, out)
     x = np.ones((2, 4), dtype=f32)
     s = np.empty(2, dtype=np.float64)

@@ -202,10 +202,11 @@ class TiledCrossbar:
         target = self._wt_nominal
         if rng is not None and d.sigma > 0.0 and d.mean_gain_calibration:
             target = target * np.float32(d.programming_gain)     # E[w_eff] = w
-        kernels.program_cells(target.reshape(-1), z_pos, z_neg, u_fault,
-                              float(d.sigma), device_level, self._w_max, float(d.g_min),
-                              float(d.g_max), int(d.levels or 0), float(d.stuck_min_rate),
-                              float(d.stuck_max_rate), out.reshape(-1))
+        program = (kernels.program_cells if n >= kernels.PARALLEL_MIN_CELLS
+                   else kernels.program_cells_serial)       # the same cells either way
+        program(target.reshape(-1), z_pos, z_neg, u_fault, float(d.sigma), device_level,
+                self._w_max, float(d.g_min), float(d.g_max), int(d.levels or 0),
+                float(d.stuck_min_rate), float(d.stuck_max_rate), out.reshape(-1))
         return out
 
     def _set_cells(self, wt_eff: np.ndarray) -> None:

@@ -17,10 +17,14 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, parallel=True)
-def program_cells(w_target, z_pos, z_neg, u_fault, sigma, device_level, w_max, g_min, g_max,
-                  levels, p_min, p_max, out):  # pragma: no cover - compiled
+def _program_cells(w_target, z_pos, z_neg, u_fault, sigma, device_level, w_max, g_min, g_max,
+                   levels, p_min, p_max, out):  # pragma: no cover - compiled
     """Program one device sample of a flat weight array.
+
+    Compiled twice: :data:`program_cells` (``parallel=True``) and
+    :data:`program_cells_serial` (one thread, for small arrays, where waking the thread pool
+    costs more than the work and, on a loaded machine, waits for a descheduled worker).
+    Elementwise, so both give the same cells.
 
     Args:
         w_target: (n,) float32 nominal weights, |w| <= w_max.
@@ -73,6 +77,12 @@ def program_cells(w_target, z_pos, z_neg, u_fault, sigma, device_level, w_max, g
             elif u < p_min + p_max:
                 gn = g_max
         out[i] = np.float32((gp - gn) / k)
+
+
+program_cells = njit(cache=True, parallel=True)(_program_cells)
+program_cells_serial = njit(cache=True)(_program_cells)
+#: Weights below which ``TiledCrossbar`` programs with :data:`program_cells_serial`.
+PARALLEL_MIN_CELLS = 1 << 17
 
 
 @njit(cache=True, parallel=True)
