@@ -1,8 +1,8 @@
 """What the study runs on.
 
-The models (LeNet-5, VGG16), the datasets, and checkpoints.
+The models (LeNet-5, VGG16) and their per-layer digital gains, the datasets, and checkpoints.
 
-Modules: ``checkpoint``, ``data``, ``models``.
+Modules: ``checkpoint``, ``data``, ``gains``, ``models``, ``probe``.
 Their public names are importable from here too; they load on first use (PEP 562), so
 importing the package stays cheap.
 """
@@ -29,6 +29,12 @@ _LAZY = {
     "build_model": "correctnet.workloads.models",
     "set_output_scale": "correctnet.workloads.models",
     "output_scale_of": "correctnet.workloads.models",
+    "DIGITAL_GAINS": "correctnet.workloads.gains",
+    "DigitalGain": "correctnet.workloads.gains",
+    "add_digital_gains": "correctnet.workloads.gains",
+    "digital_gain_of": "correctnet.workloads.gains",
+    "digital_gains": "correctnet.workloads.gains",
+    "gain_cost": "correctnet.workloads.gains",
 }
 
 __all__ = list(_LAZY)
