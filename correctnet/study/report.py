@@ -110,14 +110,14 @@ def gains_section(ctx: StudyContext, variant: str) -> dict | None:
     from correctnet.workloads.gains import digital_gain_of, digital_gains, gain_cost
 
     model = ctx.network(variant)
-    kind = digital_gain_of(model)
-    if kind == "none":
+    values = [g.gain for _, g in digital_gains(model)]
+    if not values:
         return None
     info = ctx.info
     cost = gain_cost(model, (info["in_channels"], info["input_size"], info["input_size"]))
     weights = sum(m.weight.numel() for _, m in analog_layers(model))
-    values = [g.gain for _, g in digital_gains(model)]
-    return {"kind": kind, "parameters": cost["parameters"], "multiplies": cost["multiplies"],
+    return {"kind": digital_gain_of(model), "parameters": cost["parameters"],
+            "multiplies": cost["multiplies"],
             "fraction": cost["parameters"] / weights,
             "min": float(f"{min(float(v.min()) for v in values):.8g}"),
             "max": float(f"{max(float(v.max()) for v in values):.8g}")}

@@ -99,8 +99,6 @@ def _gain_position(items: list[tuple[str, nn.Module]], i: int) -> int | None:
         j += 1
     if j < len(items) and isinstance(items[j][1], nn.modules.batchnorm._BatchNorm):
         return None
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for _, m in items[i + 1:j]):
-        return None
     return j
 
 
