@@ -35,6 +35,7 @@ from .errors import (
     NumericalError,
     UnsupportedLayerError,
 )
+from .correction import ConvCorrection
 from .cost import COST_PRESETS, CostConstants, CostPresetError
 from .evaluation import evaluate_accuracy
 from .execution import (
@@ -54,7 +55,8 @@ from .torch_ops import lognormal_theta, lognormal_weight
 
 __all__ = [
     "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "COST_PRESETS",
-    "CostConstants", "CostPresetError", "CrossbarConv2d", "EXECUTIONS", "Execution",
+    "ConvCorrection", "CostConstants", "CostPresetError", "CrossbarConv2d", "EXECUTIONS",
+    "Execution",
     "FusedExecution", "IdealConverterExecution", "ReferenceExecution", "TorchExecution",
     "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
     "MappingError", "MonteCarloResult", "NotProgrammedError", "NumericalError",

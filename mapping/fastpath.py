@@ -257,6 +257,10 @@ def warmup() -> float:
     kernels.analog_conv_forward(x, *args, out)
     kernels.analog_conv_positions(x, *args, out)
     kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
+    w1 = np.ones((1, 2), np.float32)
+    b1 = np.zeros(1, np.float32)
+    kernels.conv_correction(x, np.ones((1, 1, 1), np.float32), geom, w1, b1, w1, b1, 1,
+                            np.zeros(8, np.int64), np.empty((1, 1, 1, 1), np.float32))
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)
     kernels.dac_rows(xr, periph, np.empty_like(xr), s)

@@ -15,6 +15,17 @@ The check on a probe batch (:func:`install_fusion`):
   the logits must agree to :data:`BN_RTOL`: ``|fused - torch| <= BN_RTOL * (|torch| +
   max |torch|)``; if they do not, the fusion is retried without folding (the batch-norm
   runs in torch, exactly as before).
+
+Before those, a module that is a digital correction of a crossbar conv (its
+``fused_correction()`` returns a :class:`mapping.correction.ConvCorrection`, e.g. a
+CorrectNet compensated layer) is swapped for a :class:`mapping.correction.FusedCorrection`
+(pool, generator, ReLU, compensator and the ``nn.ReLU`` / ``nn.MaxPool2d`` after it in a
+plain ``nn.Sequential``: one Numba pass). Its float32 sums run in another order than
+torch's, so each is checked on the probe against the module's own output on the same
+input, to the same :data:`BN_RTOL` (:func:`_agrees`); one that disagrees stays in torch.
+The whole-network check above then runs on the model with the corrections in place (their
+different last bits can flip a downstream ADC / DAC code, which a logits check could not
+tell from an error).
 """
 
 from __future__ import annotations
@@ -24,10 +35,12 @@ import torch
 from torch import nn
 
 from . import kernels
+from .correction import FusedCorrection, correction_of
 from .fastpath import PostOps, batchnorm_affine
 from .layers import CrossbarConv2d
 
-#: Relative tolerance of the probe when a batch-norm is folded (module docstring).
+#: Relative tolerance of the probe where float32 arithmetic differs from torch's: a folded
+#: batch-norm, and each digital correction (:mod:`mapping.correction`) against its module.
 BN_RTOL = 1e-5
 
 
@@ -160,17 +173,109 @@ def digital_post_ops(model: nn.Module, taken: dict) -> list:
     return out
 
 
-def install_fusion(model, states, entries, probe) -> list:
-    """Skip the fusable modules and swap in :class:`NumbaPostOps`, if the probe agrees.
+def corrections(model: nn.Module, entries) -> list:
+    """Modules that say (``fused_correction()``) they are a digital correction of a crossbar conv.
 
-    The modules after a crossbar conv (:func:`fusable`) are fused into its kernel; the other
+    Only modules without hooks whose :class:`mapping.correction.ConvCorrection` names one of
+    the run's crossbar convs (``entries``); inside a plain ``nn.Sequential`` the
+    ``nn.ReLU`` / ``nn.MaxPool2d`` right after the module are taken as its post-ops.
+
+    Returns:
+        ``[(parent, key, module, spec, PostOps, [(sequential, key), ...])]``.
+    """
+    ours = {id(layer) for _, layer in entries}
+    found, bases = [], set()
+    for parent in model.modules():
+        items = list(parent._modules.items())
+        for i, (key, m) in enumerate(items):
+            if m is None or not _no_hooks(m):
+                continue
+            spec = correction_of(m)
+            if spec is None or id(spec.base) not in ours or id(spec.base) in bases:
+                continue
+            relu, pool, keys = (_post_at(parent, items, i + 1) if type(parent) is nn.Sequential
+                                else (False, None, []))
+            bases.add(id(spec.base))
+            found.append((parent, key, m, spec, PostOps(relu, pool), keys))
+    return found
+
+
+def _install_corrections(model, entries, probe, saved: list) -> set:
+    """Swap in a :class:`FusedCorrection` for each correction that agrees with its module.
+
+    The probe batch runs once as the model is, recording each module's input and output;
+    a correction is fused when the kernel's output on that input agrees with the module's
+    within :data:`BN_RTOL` (:func:`_agrees`). Modules the probe does not reach stay as they
+    are.
+
+    Args:
+        saved: Gets ``(parent, key, module)`` to put back, as each swap is made.
+
+    Returns:
+        The ids of the crossbar convs now run by corrections (no post-ops of their own may
+        be fused into them).
+    """
+    found = corrections(model, entries)
+    if not found:
+        return set()
+    seen = {}
+
+    def record(i):
+        def hook(_m, args, out):
+            seen.setdefault(i, (args[0] if args else None, out))
+        return hook
+
+    hooks = [m.register_forward_hook(record(i)) for i, (_, _, m, _, _, _) in enumerate(found)]
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+    bases = set()
+    for i, (parent, key, m, spec, post, keys) in enumerate(found):
+        if i not in seen or not all(isinstance(t, torch.Tensor) for t in seen[i]):
+            continue
+        x, ref = seen[i]
+        with torch.no_grad():
+            got = FusedCorrection(m, spec, PostOps())(x)
+        if not _agrees(got, ref, exact=False):
+            continue
+        saved.append((parent, key, m))
+        parent._modules[key] = FusedCorrection(m, spec, post)
+        for p, k in keys:
+            saved.append((p, k, p._modules[k]))
+            p._modules[k] = nn.Identity()
+        bases.add(id(spec.base))
+    return bases
+
+
+def install_fusion(model, states, entries, probe) -> list:
+    """Fuse corrections, then skip the fusable modules and swap in :class:`NumbaPostOps`.
+
+    First the digital corrections (:func:`corrections`, each checked against its module
+    within :data:`BN_RTOL`, with the ReLU / max-pool after it); then, on that model, the
+    modules after a crossbar conv (:func:`fusable`) are fused into its kernel and the other
     ReLU / max-pool groups run :class:`NumbaPostOps`. Without a folded batch-norm the probe's
     logits must be equal bit for bit; with one, within :data:`BN_RTOL` (module docstring),
     else the fusion is tried again without folding.
 
     Returns:
-        ``[(sequential, key, module)]`` to put back (empty when nothing was fused).
+        ``[(parent, key, module)]`` to put back (empty when nothing was fused).
     """
+    saved: list = []
+    try:
+        bases = _install_corrections(model, entries, probe, saved)
+        # a conv run by a correction keeps its raw output
+        rest = [(n, layer) for n, layer in entries if id(layer) not in bases]
+        return saved + _install_post_ops(model, states, rest, probe)
+    except BaseException:
+        remove_fusion(states, saved)
+        raise
+
+
+def _install_post_ops(model, states, entries, probe) -> list:
+    """:func:`install_fusion`'s post-op part (:func:`fusable`, :func:`digital_post_ops`)."""
     ref = None
     for fold in (True, False):
         found = fusable(model, entries, fold_batchnorm=fold)

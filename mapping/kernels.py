@@ -645,3 +645,89 @@ def adc_rows(p, gain, step, adc_levels, scales, bias, out):  # pragma: no cover 
             for t in range(n_t):
                 acc += _adc(p[t, n, o], gain[t, o], step[t, o], adc_levels)
             out[n, o] = np.float32(acc * s + bias[o])
+
+
+@njit(cache=True)
+def _pointwise(w, bias, a, b, out):  # pragma: no cover - compiled
+    """``out[o] = (bias[o] + W[o, :A] @ a) + W[o, A:] @ b`` over positions, float32.
+
+    ``a`` ``(A, L)``, ``b`` ``(B, L)``, ``w`` ``(O, A + B)``, ``out`` ``(O, L)``: a 1x1 conv of
+    the channel concat ``[a, b]``, each part summed in ascending channel order, the parts
+    added as torch's two ``baddbmm`` calls add them (bias + first part, then + second part).
+    Vectorised over positions.
+    """
+    n_a, n_l = a.shape
+    n_b = b.shape[0]
+    part = np.empty(n_l, dtype=np.float32)
+    for o in range(w.shape[0]):
+        oo = out[o]
+        oo[:] = 0.0
+        for c in range(n_a):
+            wv = w[o, c]
+            ac = a[c]
+            for lp in range(n_l):
+                oo[lp] += wv * ac[lp]
+        bo = bias[o]
+        part[:] = 0.0
+        for c in range(n_b):
+            wv = w[o, n_a + c]
+            bc = b[c]
+            for lp in range(n_l):
+                part[lp] += wv * bc[lp]
+        for lp in range(n_l):
+            oo[lp] = (bo + oo[lp]) + part[lp]
+
+
+@njit(parallel=True, cache=True)
+def conv_correction(x, y, geom, wg, bg, wc, bc, relu, pool,
+                    out):  # pragma: no cover - compiled
+    """A digital 1x1 correction of a conv's output from its pooled input, then ReLU / max-pool.
+
+    Per image (one thread each, fixed order): ``p = avg_pool(x)`` over each output position's
+    window (zeros outside the input counted, torch's ``avg_pool2d(..., count_include_pad=
+    True)``: a float32 sum in ``(i, j)`` order divided by ``kh * kw``, bit for bit);
+    ``g = max(bg + Wg @ [p; y], 0)``; ``z = bc + Wc @ [y; g]`` (:func:`_pointwise`, float32);
+    then the optional ``max(z, 0)`` and max-pool of :func:`_post_write`.
+
+    Args:
+        x: The conv's input, float32 ``(1, B, C, H, W)``, unpadded.
+        y: The conv's output, float32 ``(B, N, Ho * Wo)``.
+        geom: int64 ``(10,)`` pool window as the conv kernels' ``geom`` (dilation 1).
+        wg: float32 ``(M, C + N)`` generator weights; ``bg`` float32 ``(M,)``.
+        wc: float32 ``(N, N + M)`` compensator weights; ``bc`` float32 ``(N,)``.
+        relu: 1 = ``max(z, 0)`` after the compensator.
+        pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
+        out: float32 ``(B, N, Hq, Wq)``, written in place.
+    """
+    n_b, n_c = x.shape[1], x.shape[2]
+    kh, kw, ho, wo = geom[0], geom[1], geom[6], geom[7]
+    n_l = ho * wo
+    n_m = wg.shape[0]
+    win = kh * kw
+    div = np.float32(win)
+    no_aff = np.zeros((2, 0))
+    n_blocks = (n_b + _BLOCK - 1) // _BLOCK
+    for blk in prange(n_blocks):        # scratch allocated once per block of images
+        pm = np.empty((n_c * win, n_l), dtype=np.float32)
+        pooled = np.empty((n_c, n_l), dtype=np.float32)
+        g = np.empty((n_m, n_l), dtype=np.float32)
+        z = np.empty((wc.shape[0], n_l), dtype=np.float32)
+        for b in range(blk * _BLOCK, min(n_b, (blk + 1) * _BLOCK)):
+            _gather_fields(x, 0, b, geom, pm)
+            for c in range(n_c):
+                pc = pooled[c]
+                pc[:] = 0.0
+                for k in range(c * win, (c + 1) * win):
+                    pk = pm[k]
+                    for lp in range(n_l):
+                        pc[lp] += pk[lp]
+                for lp in range(n_l):
+                    pc[lp] = pc[lp] / div
+            yb = y[b]
+            _pointwise(wg, bg, pooled, yb, g)
+            for o in range(n_m):
+                for lp in range(n_l):
+                    v = g[o, lp]
+                    g[o, lp] = np.float32(0.0) if v < 0 else v
+            _pointwise(wc, bc, yb, g, z)
+            _post_write(z, no_aff, relu, pool, ho, wo, out[b])

@@ -100,6 +100,42 @@ class CompensatedLayer(nn.Module):
         y = self.base(x)
         return self.compensator(y, self.generator(x, y))
 
+    def fused_correction(self):
+        """This layer as a :class:`mapping.ConvCorrection`, or None (mapping's fusion protocol).
+
+        ``mapping``'s fused Monte-Carlo run looks for this method (duck-typed: mapping never
+        imports correctnet) and runs the generator, its ReLU, the compensator and the
+        ReLU / max-pool after the layer as one parallel Numba pass
+        (:mod:`mapping.correction`), checked against this module on a probe batch. None
+        (the layer runs in torch, as before) unless: the base is a crossbar conv
+        (:class:`mapping.CrossbarConv2d`), the generator a :class:`ConvGenerator` with the
+        receptive pool (an adaptive pool or a dilated conv falls back), the compensator a
+        :class:`ConvCompensator`, exact types and ``forward`` methods, no hooks on the
+        blocks, float32 CPU weights. Linear compensated layers stay in torch.
+
+        Returns:
+            The constants (weights copied), or None.
+        """
+        from mapping import ConvCorrection, CrossbarConv2d
+
+        gen, comp = self.generator, self.compensator
+        if (type(self).forward is not CompensatedLayer.forward
+                or not isinstance(self.base, CrossbarConv2d)
+                or type(gen) is not ConvGenerator or type(comp) is not ConvCompensator
+                or gen.window is None):
+            return None
+        convs = (gen.conv, comp.conv)
+        if any(m._forward_hooks or m._forward_pre_hooks for m in (gen, comp, *convs)):
+            return None
+        if not all(type(c) is PointwiseConv and t.dtype == torch.float32
+                   and t.device.type == "cpu" for c in convs for t in (c.weight, c.bias)):
+            return None
+        kernel, stride, padding, _ = gen.window
+        return ConvCorrection(self.base, kernel=kernel, stride=stride, padding=padding,
+                              gen_weight=gen.conv.weight.flatten(1), gen_bias=gen.conv.bias,
+                              comp_weight=comp.conv.weight.flatten(1),
+                              comp_bias=comp.conv.bias)
+
     def extra_repr(self) -> str:
         """Show the ratio."""
         return f"ratio={self.ratio:g}"
