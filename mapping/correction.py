@@ -12,13 +12,15 @@ al., DATE 2023, Fig. 5). ``mapping`` does not know those modules; it knows the o
 The protocol: a module whose output is that operation has a method ``fused_correction()``
 that returns a :class:`ConvCorrection` (its constants, copied) or ``None`` when it cannot
 say so (an adaptive pool, a linear base, ...). During a fused Monte-Carlo run
-(:func:`mapping.fusion.install_fusion`) such a module is swapped for a
-:class:`FusedCorrection` that calls ``base`` (its fused conv kernel) and then
-:func:`mapping.kernels.conv_correction` (pool, generator, ReLU, compensator and the
-``nn.ReLU`` / ``nn.MaxPool2d`` that follow the module in a plain ``nn.Sequential``, in one
-parallel pass over the images); afterwards the module is put back. Outside that run nothing
-changes. The float32 sums run in another order than torch's ``baddbmm``, so a probe checks
-each correction against the module within :data:`mapping.fusion.BN_RTOL`.
+(:func:`mapping.fusion.install_fusion`) such a module is replaced by its ``base`` and the
+correction becomes a post-op of the base's fused conv kernel
+(:func:`mapping.kernels.correct_write`, with the ``nn.ReLU`` / ``nn.MaxPool2d`` that follow
+the module in a plain ``nn.Sequential``): per image, the pooled input and the generator's
+input part once, then per device sample the rest, before the output is written. Afterwards
+the module is put back; outside that run nothing changes. The float32 sums run in another
+order than torch's ``baddbmm``, so a probe checks each correction against the module
+within :data:`mapping.fusion.BN_RTOL`. A base with a padding mode other than zeros is not
+fused (its kernel reads a padded copy, the pool the raw input).
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import kernels
 from .errors import ArgumentTypeError, MappingError
-from .fastpath import PostOps
 from .layers import CrossbarConv2d
 
 _PROTOCOL = "fused_correction"
@@ -103,11 +103,38 @@ class ConvCorrection:
                                    f"{c} -> {n} conv with {m} generator filters, got "
                                    f"{getattr(self, name).shape}")
 
-    def geometry(self, h: int, w: int) -> np.ndarray:
-        """The kernel's int64 ``geom`` of the pool over an ``h x w`` input (kernels.py)."""
+    def pooled_size(self, h: int, w: int) -> tuple[int, int]:
+        """Spatial size of the average pool over an ``h x w`` input (floor mode)."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        return np.array([kh, kw, sh, sw, 1, 1, ho, wo, ph, pw], dtype=np.int64)
+        return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+    def fits(self, h: int, w: int) -> bool:
+        """Whether the pool over an ``h x w`` input has the conv's output size there."""
+        return (self.base.padding_mode == "zeros"
+                and tuple(self.pooled_size(h, w)) == tuple(self.base.output_size(h, w)))
+
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(cg, cw)`` as the conv kernels take them (:func:`mapping.kernels.correct_write`)."""
+        cg = np.array([*self.kernel, *self.stride, *self.padding, self.gen_weight.shape[0],
+                       self.comp_weight.shape[0]], dtype=np.int64)
+        cw = np.concatenate([self.gen_weight.ravel(), self.gen_bias,
+                             self.comp_weight.ravel(), self.comp_bias])
+        return cg, np.ascontiguousarray(cw, dtype=np.float32)
+
+    def apply_torch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The correction in torch from the conv's input ``x`` and output ``y`` (an oracle).
+
+        ``avg_pool2d`` (zeros counted), then the two 1x1 convs of the channel concats as
+        ``F.conv2d``, the generator's ReLU in between.
+        """
+        import torch.nn.functional as F
+
+        p = F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=True)
+        m, n = self.gen_weight.shape[0], self.comp_weight.shape[0]
+        wg = torch.from_numpy(self.gen_weight).view(m, -1, 1, 1)
+        wc = torch.from_numpy(self.comp_weight).view(n, -1, 1, 1)
+        g = F.relu(F.conv2d(torch.cat([p, y], 1), wg, torch.from_numpy(self.gen_bias)))
+        return F.conv2d(torch.cat([y, g], 1), wc, torch.from_numpy(self.comp_bias))
 
 
 def correction_of(module: nn.Module) -> ConvCorrection | None:
@@ -120,43 +147,3 @@ def correction_of(module: nn.Module) -> ConvCorrection | None:
         raise ArgumentTypeError(f"{type(module).__name__}.{_PROTOCOL}() must return a "
                                 f"ConvCorrection or None, got {type(spec).__name__}")
     return spec
-
-
-class FusedCorrection(nn.Module):
-    """Stands in for a correcting module during a fused Monte-Carlo run (module docstring).
-
-    ``forward(x)`` = ``post(module(x))`` with ``post`` the fused ReLU / max-pool that follow
-    the module: ``base(x)`` (called once), then :func:`mapping.kernels.conv_correction`.
-    Inputs other than a CPU float32 ``(B, C, H, W)`` batch, or whose pooled size is not the
-    conv's output size, run the module itself (and ``post``) in torch.
-
-    Args:
-        module: The module replaced (kept for the fallback).
-        spec: Its :class:`ConvCorrection`.
-        post: The ReLU / max-pool fused after it (:class:`mapping.fastpath.PostOps`).
-    """
-
-    def __init__(self, module: nn.Module, spec: ConvCorrection, post: PostOps) -> None:
-        super().__init__()
-        self.module = module
-        self.spec = spec
-        self.post = post
-        self._pool = post.pool if post.pool is not None else np.zeros(8, dtype=np.int64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The corrected (and post-processed) output of ``x``."""
-        spec = self.spec
-        if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu":
-            return self.post.apply_torch(self.module(x))
-        geom = spec.geometry(x.shape[2], x.shape[3])
-        if tuple(spec.base.output_size(x.shape[2], x.shape[3])) != (int(geom[6]), int(geom[7])):
-            return self.post.apply_torch(self.module(x))
-        y = spec.base(x)
-        xn = np.ascontiguousarray(x.detach().numpy())[None]
-        yn = np.ascontiguousarray(y.detach().numpy(), dtype=np.float32).reshape(
-            y.shape[0], y.shape[1], -1)
-        hq, wq = self.post.out_size(y.shape[2], y.shape[3])
-        out = np.empty((y.shape[0], y.shape[1], hq, wq), dtype=np.float32)
-        kernels.conv_correction(xn, yn, geom, spec.gen_weight, spec.gen_bias, spec.comp_weight,
-                                spec.comp_bias, int(self.post.relu), self._pool, out)
-        return torch.from_numpy(out)

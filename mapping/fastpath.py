@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .errors import BackendError
 
 
 class LayerStatics:
@@ -101,6 +102,7 @@ def batchnorm_affine(bn: nn.BatchNorm2d) -> np.ndarray:
 
 
 _NO_AFFINE = np.zeros((2, 0), dtype=np.float64)
+_NO_CORRECTION = (np.zeros(8, dtype=np.int64), np.zeros(0, dtype=np.float32))
 
 
 class PostOps:
@@ -115,11 +117,18 @@ class PostOps:
         relu: Apply ``max(y, 0)``.
         pool: int64 ``(8,)`` ``(kh, kw, sh, sw, ph, pw, dh, dw)`` of the max-pool, or None.
         affine: float64 ``(2, C)`` ``alpha, beta`` of a folded batch-norm, or None.
+        correction: A digital correction (:class:`mapping.correction.ConvCorrection`) applied
+            to the conv's output first (before ReLU and pool; not with ``affine``), or None.
+            Conv kernels only: :meth:`apply_torch` has no conv input to pool.
     """
 
     def __init__(self, relu: bool = False, pool: nn.MaxPool2d | None = None,
-                 affine: np.ndarray | None = None) -> None:
+                 affine: np.ndarray | None = None, correction=None) -> None:
         self.relu = bool(relu)
+        self.correction = correction
+        if correction is not None and affine is not None:
+            raise ValueError("a correction and a batch-norm affine are not fused together")
+        self._corr = correction.kernel_arrays() if correction is not None else _NO_CORRECTION
         self.pool = None
         self.affine = (None if affine is None
                        else np.ascontiguousarray(affine, dtype=np.float64).reshape(2, -1))
@@ -131,10 +140,11 @@ class PostOps:
                 vals += list(v) if isinstance(v, (tuple, list)) else [v, v]
             self.pool = np.asarray(vals, dtype=np.int64)
 
-    def kernel_args(self) -> tuple[np.ndarray, int, np.ndarray]:
-        """``(aff, relu, pool)`` as the conv kernels take them."""
+    def kernel_args(self) -> tuple:
+        """``(aff, relu, pool, cg, cw)`` as the conv kernels take them."""
         aff = self.affine if self.affine is not None else _NO_AFFINE
-        return aff, int(self.relu), self.pool if self.pool is not None else _NO_POOL
+        return (aff, int(self.relu), self.pool if self.pool is not None else _NO_POOL,
+                *self._corr)
 
     def out_size(self, ho: int, wo: int) -> tuple[int, int]:
         """Spatial size after the pool (floor mode), ``(Ho, Wo)`` without one."""
@@ -171,12 +181,16 @@ def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
         x: Input batch (CPU), ``(B, C, H, W)`` for a conv, ``(..., in)`` for a linear layer,
             shared by the ``S`` samples.
         wt: Effective weights, float32 ``(S, K, O)``.
-        post: Digital batch-norm affine / ReLU / max-pool applied to a conv's output (fused
-            in the kernel).
+        post: Digital correction / batch-norm affine / ReLU / max-pool applied to a conv's
+            output (fused in the kernel).
 
     Returns:
         float32 tensor ``(S, B, O, Ho, Wo)`` (conv; pooled size with ``post.pool``) or
         ``(S, *lead, O)`` (linear), bias added.
+
+    Raises:
+        BackendError: ``post`` has a correction that does not fit this input (its pool is
+            not the conv's output size, or the conv pads other than with zeros).
     """
     n_s = wt.shape[0]
     if not st.conv:
@@ -191,6 +205,10 @@ def fused_forward(st: LayerStatics, layer, x: torch.Tensor,
     xn = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)[None]
     geom = np.array([*st.kernel, *st.stride, *st.dilation, ho, wo, top, left], dtype=np.int64)
     post = post if post is not None else _NO_POST
+    if post.correction is not None and not post.correction.fits(x.shape[2], x.shape[3]):
+        raise BackendError(f"the fused correction's pool does not give this conv's output "
+                           f"size {ho}x{wo} on a {x.shape[2]}x{x.shape[3]} input (or the conv "
+                           f"pads with {layer.padding_mode!r})")
     hq, wq = post.out_size(ho, wo)
     out = np.empty((n_s, b, st.n_out, hq, wq), dtype=np.float32)
     args = (xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom, *post.kernel_args(),
@@ -254,13 +272,11 @@ def warmup() -> float:
     pool = np.array([1, 1, 1, 1, 0, 0, 1, 1], np.int64)
     args = (wt, np.array([0, 4], np.int64), g, g, np.zeros(2, np.float32), periph, geom,
             np.ones((2, 2)), 1, pool)
-    kernels.analog_conv_forward(x, *args, out)
-    kernels.analog_conv_positions(x, *args, out)
+    corr = (np.array([2, 2, 1, 1, 0, 0, 1, 2], np.int64), np.ones(3 + 1 + 2 * 3 + 2, np.float32))
+    for fn in (kernels.analog_conv_forward, kernels.analog_conv_positions):
+        fn(x, *args, *_NO_CORRECTION, out)
+        fn(x, *args[:-3], _NO_AFFINE, 1, pool, *corr, out)
     kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
-    w1 = np.ones((1, 2), np.float32)
-    b1 = np.zeros(1, np.float32)
-    kernels.conv_correction(x, np.ones((1, 1, 1), np.float32), geom, w1, b1, w1, b1, 1,
-                            np.zeros(8, np.int64), np.empty((1, 1, 1, 1), np.float32))
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)
     kernels.dac_rows(xr, periph, np.empty_like(xr), s)

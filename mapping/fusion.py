@@ -18,9 +18,9 @@ The check on a probe batch (:func:`install_fusion`):
 
 Before those, a module that is a digital correction of a crossbar conv (its
 ``fused_correction()`` returns a :class:`mapping.correction.ConvCorrection`, e.g. a
-CorrectNet compensated layer) is swapped for a :class:`mapping.correction.FusedCorrection`
-(pool, generator, ReLU, compensator and the ``nn.ReLU`` / ``nn.MaxPool2d`` after it in a
-plain ``nn.Sequential``: one Numba pass). Its float32 sums run in another order than
+CorrectNet compensated layer) is replaced by its base conv, whose kernel then applies the
+correction (pool, generator, ReLU, compensator) and the ``nn.ReLU`` / ``nn.MaxPool2d`` after
+the module in a plain ``nn.Sequential`` before writing its output. Its float32 sums run in another order than
 torch's, so each is checked on the probe against the module's own output on the same
 input, to the same :data:`BN_RTOL` (:func:`_agrees`); one that disagrees stays in torch.
 The whole-network check above then runs on the model with the corrections in place (their
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from . import kernels
-from .correction import FusedCorrection, correction_of
+from .correction import correction_of
 from .fastpath import PostOps, batchnorm_affine
 from .layers import CrossbarConv2d
 
@@ -181,7 +181,7 @@ def corrections(model: nn.Module, entries) -> list:
     ``nn.ReLU`` / ``nn.MaxPool2d`` right after the module are taken as its post-ops.
 
     Returns:
-        ``[(parent, key, module, spec, PostOps, [(sequential, key), ...])]``.
+        ``[(parent, key, module, spec, relu, pool, [(sequential, key), ...])]``.
     """
     ours = {id(layer) for _, layer in entries}
     found, bases = [], set()
@@ -196,24 +196,26 @@ def corrections(model: nn.Module, entries) -> list:
             relu, pool, keys = (_post_at(parent, items, i + 1) if type(parent) is nn.Sequential
                                 else (False, None, []))
             bases.add(id(spec.base))
-            found.append((parent, key, m, spec, PostOps(relu, pool), keys))
+            found.append((parent, key, m, spec, relu, pool, keys))
     return found
 
 
-def _install_corrections(model, entries, probe, saved: list) -> set:
-    """Swap in a :class:`FusedCorrection` for each correction that agrees with its module.
+def _install_corrections(model, states, entries, probe, saved: list) -> set:
+    """Fuse each correction that agrees with its module into its base conv's kernel.
 
     The probe batch runs once as the model is, recording each module's input and output;
-    a correction is fused when the kernel's output on that input agrees with the module's
-    within :data:`BN_RTOL` (:func:`_agrees`). Modules the probe does not reach stay as they
-    are.
+    a correction is fused when the base's kernel with the correction as its post-op gives,
+    on that input, the module's output within :data:`BN_RTOL` (:func:`_agrees`). It is then
+    installed: the module replaced by its base (whose post-ops are the correction and the
+    ReLU / max-pool after the module, those replaced by ``nn.Identity``). Modules the probe
+    does not reach, or whose pool does not fit the input, stay as they are.
 
     Args:
         saved: Gets ``(parent, key, module)`` to put back, as each swap is made.
 
     Returns:
-        The ids of the crossbar convs now run by corrections (no post-ops of their own may
-        be fused into them).
+        The ids of the crossbar convs now running a correction (no other post-ops may be
+        fused into them).
     """
     found = corrections(model, entries)
     if not found:
@@ -225,7 +227,7 @@ def _install_corrections(model, entries, probe, saved: list) -> set:
             seen.setdefault(i, (args[0] if args else None, out))
         return hook
 
-    hooks = [m.register_forward_hook(record(i)) for i, (_, _, m, _, _, _) in enumerate(found)]
+    hooks = [f[2].register_forward_hook(record(i)) for i, f in enumerate(found)]
     try:
         with torch.no_grad():
             model(probe)
@@ -233,16 +235,21 @@ def _install_corrections(model, entries, probe, saved: list) -> set:
         for h in hooks:
             h.remove()
     bases = set()
-    for i, (parent, key, m, spec, post, keys) in enumerate(found):
-        if i not in seen or not all(isinstance(t, torch.Tensor) for t in seen[i]):
+    for i, (parent, key, m, spec, relu, pool, keys) in enumerate(found):
+        x, ref = seen.get(i, (None, None))
+        if (not isinstance(x, torch.Tensor) or not isinstance(ref, torch.Tensor)
+                or x.dim() != 4 or not spec.fits(x.shape[2], x.shape[3])):
             continue
-        x, ref = seen[i]
+        st = states[id(spec.base)]
+        st.post = PostOps(correction=spec)
         with torch.no_grad():
-            got = FusedCorrection(m, spec, PostOps())(x)
+            got = spec.base(x)
         if not _agrees(got, ref, exact=False):
+            st.post = None
             continue
+        st.post = PostOps(relu, pool, correction=spec)
         saved.append((parent, key, m))
-        parent._modules[key] = FusedCorrection(m, spec, post)
+        parent._modules[key] = spec.base
         for p, k in keys:
             saved.append((p, k, p._modules[k]))
             p._modules[k] = nn.Identity()
@@ -265,8 +272,8 @@ def install_fusion(model, states, entries, probe) -> list:
     """
     saved: list = []
     try:
-        bases = _install_corrections(model, entries, probe, saved)
-        # a conv run by a correction keeps its raw output
+        bases = _install_corrections(model, states, entries, probe, saved)
+        # a conv running a correction keeps that post-op only
         rest = [(n, layer) for n, layer in entries if id(layer) not in bases]
         return saved + _install_post_ops(model, states, rest, probe)
     except BaseException:
@@ -293,7 +300,8 @@ def _install_post_ops(model, states, entries, probe) -> list:
             out = model(probe)
         if _agrees(out, ref, exact=not folded):
             return saved
-        remove_fusion(states, saved)    # a structure the checks above did not foresee
+        # a structure the checks above did not foresee: undo this pass only
+        remove_fusion({lid: states[lid] for lid in found}, saved)
     return []
 
 

@@ -442,9 +442,20 @@ def _post_write(y, aff, relu, pool, ho, wo, out):  # pragma: no cover - compiled
                     out[o, qh, qw] = m
 
 
+@njit(cache=True)
+def _correction_scratch(n_c, cg, n_o, n_l):  # pragma: no cover - compiled
+    """Scratch of :func:`correct_write` (empty rows without a correction)."""
+    n_m = cg[6]
+    rows = n_l if n_m > 0 else 0
+    return (np.empty((n_c if n_m > 0 else 0, rows), dtype=np.float32),
+            np.empty((n_m, rows), dtype=np.float32), np.empty((n_m, rows), dtype=np.float32),
+            np.empty((n_o if n_m > 0 else 0, rows), dtype=np.float32),
+            np.empty(rows, dtype=np.float32))
+
+
 @njit(parallel=True, cache=True)
-def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool,
-                          out):  # pragma: no cover - compiled
+def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool, cg,
+                          cw, out):  # pragma: no cover - compiled
     """Fused analog convolution vectorised over output positions, optional ReLU + max-pool.
 
     Per image, the receptive fields are gathered into a local ``(K, L)`` block (``L =
@@ -470,6 +481,10 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
         aff: float64 ``(2, O)`` affine ``alpha, beta`` after the bias, or ``(2, 0)``: none.
         relu: 1 = apply ``max(y, 0)`` (NaN kept).
         pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
+        cg: int64 ``(8,)`` digital correction geometry (:func:`correct_write`); ``cg[6] == 0``:
+            none. With one, ``y`` is corrected (``aff`` must then be ``(2, 0)``) before the
+            ReLU and max-pool; its input part is computed once per image for all samples.
+        cw: float32 packed correction weights (:func:`correct_write`).
         out: float32 ``(S, B, O, Hq, Wq)``, written in place (``Hq, Wq = ho, wo`` without pool).
     """
     n_sx, n_b = x.shape[0], x.shape[1]
@@ -487,20 +502,27 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
         acc = np.empty((4, n_l), dtype=np.float32)
         tot = np.empty((4, n_l), dtype=np.float64)
         y = np.empty((n_o, n_l), dtype=np.float32)
+        cp, ct, cgen, cz, cpart = _correction_scratch(x.shape[2], cg, n_o, n_l)
         for idx in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
             xs = idx // n_b
             b = idx - xs * n_b
             _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, amax)
+            if cg[6] > 0:
+                _correction_input(x, xs, b, cg, cw, ho, wo, cp, ct)
             s_lo = 0 if n_sx == 1 else xs
             s_hi = n_s if n_sx == 1 else xs + 1
             for smp in range(s_lo, s_hi):
                 _conv_sample(pm, wt, smp, bounds, gain, step, bias, periph[3], sc, acc, tot, y)
-                _post_write(y, aff, relu, pool, ho, wo, out[smp, b])
+                if cg[6] > 0:
+                    correct_write(y, x.shape[2], cg, cw, ct, cgen, cz, cpart)
+                    _post_write(cz, aff, relu, pool, ho, wo, out[smp, b])
+                else:
+                    _post_write(y, aff, relu, pool, ho, wo, out[smp, b])
 
 
 @njit(parallel=True, cache=True)
-def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool,
-                        out):  # pragma: no cover - compiled
+def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool, cg,
+                        cw, out):  # pragma: no cover - compiled
     """Fused analog convolution for ``S`` device samples, vectorised over output channels.
 
     Same maths as :func:`analog_conv_positions` (a per-position field, its DAC scale, the
@@ -519,6 +541,8 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
         aff: float64 ``(2, O)`` affine after the bias, or ``(2, 0)``: none.
         relu: 1 = apply ``max(y, 0)``.
         pool: int64 ``(8,)`` max-pool; ``kh == 0``: none.
+        cg: int64 ``(8,)`` digital correction geometry; ``cg[6] == 0``: none.
+        cw: float32 packed correction weights (:func:`correct_write`).
         out: Output, float32 ``(S, B, O, Hq, Wq)``, written in place.
     """
     n_b = x.shape[1]
@@ -539,8 +563,11 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
         ys = np.empty((n_s, n_o, n_l), dtype=np.float32)
         nz = np.empty((n_t, n_k), dtype=np.int64)
         cnt = np.empty(n_t, dtype=np.int64)
+        cp, ct, cgen, cz, cpart = _correction_scratch(x.shape[2], cg, n_o, n_l)
         for b in range(blk * _BLOCK, min(n_b, (blk + 1) * _BLOCK)):
             _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv, amax)
+            if cg[6] > 0:
+                _correction_input(x, 0, b, cg, cw, ho, wo, cp, ct)
             for lp in range(n_l):
                 # the nonzero codes of each row tile, k ascending, without a branch per code
                 # (post-ReLU inputs are about half zeros: a branch would mispredict); a zero
@@ -565,7 +592,11 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
                     for o in range(n_o):
                         ys[smp, o, lp] = np.float32(tot[o] * sc[lp] + bias[o])
             for smp in range(n_s):
-                _post_write(ys[smp], aff, relu, pool, ho, wo, out[smp, b])
+                if cg[6] > 0:
+                    correct_write(ys[smp], x.shape[2], cg, cw, ct, cgen, cz, cpart)
+                    _post_write(cz, aff, relu, pool, ho, wo, out[smp, b])
+                else:
+                    _post_write(ys[smp], aff, relu, pool, ho, wo, out[smp, b])
 
 
 @njit(parallel=True, cache=True)
@@ -648,86 +679,122 @@ def adc_rows(p, gain, step, adc_levels, scales, bias, out):  # pragma: no cover 
 
 
 @njit(cache=True)
-def _pointwise(w, bias, a, b, out):  # pragma: no cover - compiled
-    """``out[o] = (bias[o] + W[o, :A] @ a) + W[o, A:] @ b`` over positions, float32.
+def _dot_rows(w, o, c0, n_c, a, acc):  # pragma: no cover - compiled
+    """``acc[l] += sum_c w[o, c0 + c] * a[c, l]``, ``c`` ascending, float32, 4 rows a pass.
 
-    ``a`` ``(A, L)``, ``b`` ``(B, L)``, ``w`` ``(O, A + B)``, ``out`` ``(O, L)``: a 1x1 conv of
-    the channel concat ``[a, b]``, each part summed in ascending channel order, the parts
-    added as torch's two ``baddbmm`` calls add them (bias + first part, then + second part).
-    Vectorised over positions.
+    Each position's sum is still added one product at a time in ascending ``c`` (one
+    rounding per product and per add), as if one row were added per pass.
     """
-    n_a, n_l = a.shape
-    n_b = b.shape[0]
-    part = np.empty(n_l, dtype=np.float32)
-    for o in range(w.shape[0]):
-        oo = out[o]
-        oo[:] = 0.0
-        for c in range(n_a):
-            wv = w[o, c]
-            ac = a[c]
-            for lp in range(n_l):
-                oo[lp] += wv * ac[lp]
-        bo = bias[o]
-        part[:] = 0.0
-        for c in range(n_b):
-            wv = w[o, n_a + c]
-            bc = b[c]
-            for lp in range(n_l):
-                part[lp] += wv * bc[lp]
+    n_l = a.shape[1]
+    c4 = n_c // 4 * 4
+    for c in range(0, c4, 4):
+        w0, w1, w2, w3 = w[o, c0 + c], w[o, c0 + c + 1], w[o, c0 + c + 2], w[o, c0 + c + 3]
+        r0, r1, r2, r3 = a[c], a[c + 1], a[c + 2], a[c + 3]
         for lp in range(n_l):
-            oo[lp] = (bo + oo[lp]) + part[lp]
+            acc[lp] = (((acc[lp] + w0 * r0[lp]) + w1 * r1[lp]) + w2 * r2[lp]) + w3 * r3[lp]
+    for c in range(c4, n_c):
+        wv = w[o, c0 + c]
+        r = a[c]
+        for lp in range(n_l):
+            acc[lp] += wv * r[lp]
 
 
-@njit(parallel=True, cache=True)
-def conv_correction(x, y, geom, wg, bg, wc, bc, relu, pool,
-                    out):  # pragma: no cover - compiled
-    """A digital 1x1 correction of a conv's output from its pooled input, then ReLU / max-pool.
+@njit(cache=True)
+def _window_means(x, xs, b, cg, ho, wo, pooled):  # pragma: no cover - compiled
+    """``avg_pool2d(x[xs, b], (kh, kw), (sh, sw), (ph, pw), count_include_pad=True)``.
 
-    Per image (one thread each, fixed order): ``p = avg_pool(x)`` over each output position's
-    window (zeros outside the input counted, torch's ``avg_pool2d(..., count_include_pad=
-    True)``: a float32 sum in ``(i, j)`` order divided by ``kh * kw``, bit for bit);
-    ``g = max(bg + Wg @ [p; y], 0)``; ``z = bc + Wc @ [y; g]`` (:func:`_pointwise`, float32);
-    then the optional ``max(z, 0)`` and max-pool of :func:`_post_write`.
+    torch's CPU kernel bit for bit: per output a float32 sum from 0 over the window's taps
+    inside the input in ``(i, j)`` order (taps outside add nothing: ``s + 0 == s`` for a sum
+    that started at +0), divided by ``kh * kw``. Accumulated tap by tap over whole output
+    rows (the same order per output), indices as in :func:`_gather_fields`. ``cg`` is the
+    correction's geometry (:func:`correct_write`); ``ho, wo`` the pooled size.
+    """
+    kh, kw, sh, sw, pt, pl = cg[0], cg[1], cg[2], cg[3], cg[4], cg[5]
+    n_h, n_w = x.shape[3], x.shape[4]
+    div = np.float32(kh * kw)
+    for c in range(x.shape[2]):
+        xc = x[xs, b, c]
+        pc = pooled[c]
+        pc[:] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                c0 = j - pl
+                lo, hi = _col_range(c0, sw, n_w, wo)
+                for oh in range(ho):
+                    r = oh * sh + i - pt
+                    if r < 0 or r >= n_h:
+                        continue
+                    lp0 = oh * wo
+                    xr = xc[r]
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            pc[np.uint64(lp0 + ow)] += xr[np.uint64(c0 + ow)]
+                    else:
+                        for ow in range(lo, hi):
+                            pc[np.uint64(lp0 + ow)] += xr[np.uint64(c0 + ow * sw)]
+        for lp in range(pc.shape[0]):
+            pc[lp] = pc[lp] / div
+
+
+@njit(cache=True)
+def _correction_input(x, xs, b, cg, cw, ho, wo, pooled, t):  # pragma: no cover - compiled
+    """The sample-independent part of a correction: ``t = bg + Wg[:, :C] @ avg_pool(x)``.
+
+    ``pooled`` ``(C, L)`` and ``t`` ``(M, L)`` are scratch / output (:func:`correct_write`).
+    """
+    n_c, n_m, n_n = x.shape[2], cg[6], cg[7]
+    _window_means(x, xs, b, cg, ho, wo, pooled)
+    wg = cw[:n_m * (n_c + n_n)].reshape(n_m, n_c + n_n)
+    bg = cw[n_m * (n_c + n_n):n_m * (n_c + n_n + 1)]
+    for o in range(n_m):
+        to = t[o]
+        to[:] = 0.0
+        _dot_rows(wg, o, 0, n_c, pooled, to)
+        bo = bg[o]
+        for lp in range(to.shape[0]):
+            to[lp] = bo + to[lp]
+
+
+@njit(cache=True)
+def correct_write(y, n_c, cg, cw, t, g, z, part):  # pragma: no cover - compiled
+    """A digital 1x1 correction of a conv's output ``y`` ``(N, L)`` into ``z`` ``(N, L)``.
+
+    ``g = max(t + Wg[:, C:] @ y, 0)`` with ``t`` from :func:`_correction_input`, then
+    ``z = (bc + Wc[:, :N] @ y) + Wc[:, N:] @ g``: a 1x1 conv of each channel concat, each part
+    summed in ascending channel order (:func:`_dot_rows`) and the parts added as torch's two
+    ``baddbmm`` calls add them (bias + first part, then + second part), float32 throughout;
+    torch's BLAS sums each part in another order, so the two agree to float32 rounding.
 
     Args:
-        x: The conv's input, float32 ``(1, B, C, H, W)``, unpadded.
-        y: The conv's output, float32 ``(B, N, Ho * Wo)``.
-        geom: int64 ``(10,)`` pool window as the conv kernels' ``geom`` (dilation 1).
-        wg: float32 ``(M, C + N)`` generator weights; ``bg`` float32 ``(M,)``.
-        wc: float32 ``(N, N + M)`` compensator weights; ``bc`` float32 ``(N,)``.
-        relu: 1 = ``max(z, 0)`` after the compensator.
-        pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
-        out: float32 ``(B, N, Hq, Wq)``, written in place.
+        y: The conv output of one image and sample, float32 ``(N, L)``.
+        n_c: Input channels ``C`` of the conv.
+        cg: int64 ``(8,)`` ``(kh, kw, sh, sw, ph, pw, M, N)``: the average-pool window over
+            the conv's input, the generator's filters ``M`` (0: no correction) and ``N``.
+        cw: float32 packed ``[Wg (M, C + N), bg (M,), Wc (N, N + M), bc (N,)]``, row-major.
+        t: float32 ``(M, L)`` from :func:`_correction_input`.
+        g: float32 ``(M, L)`` scratch; ``part`` float32 ``(L,)`` scratch.
+        z: float32 ``(N, L)`` output.
     """
-    n_b, n_c = x.shape[1], x.shape[2]
-    kh, kw, ho, wo = geom[0], geom[1], geom[6], geom[7]
-    n_l = ho * wo
-    n_m = wg.shape[0]
-    win = kh * kw
-    div = np.float32(win)
-    no_aff = np.zeros((2, 0))
-    n_blocks = (n_b + _BLOCK - 1) // _BLOCK
-    for blk in prange(n_blocks):        # scratch allocated once per block of images
-        pm = np.empty((n_c * win, n_l), dtype=np.float32)
-        pooled = np.empty((n_c, n_l), dtype=np.float32)
-        g = np.empty((n_m, n_l), dtype=np.float32)
-        z = np.empty((wc.shape[0], n_l), dtype=np.float32)
-        for b in range(blk * _BLOCK, min(n_b, (blk + 1) * _BLOCK)):
-            _gather_fields(x, 0, b, geom, pm)
-            for c in range(n_c):
-                pc = pooled[c]
-                pc[:] = 0.0
-                for k in range(c * win, (c + 1) * win):
-                    pk = pm[k]
-                    for lp in range(n_l):
-                        pc[lp] += pk[lp]
-                for lp in range(n_l):
-                    pc[lp] = pc[lp] / div
-            yb = y[b]
-            _pointwise(wg, bg, pooled, yb, g)
-            for o in range(n_m):
-                for lp in range(n_l):
-                    v = g[o, lp]
-                    g[o, lp] = np.float32(0.0) if v < 0 else v
-            _pointwise(wc, bc, yb, g, z)
-            _post_write(z, no_aff, relu, pool, ho, wo, out[b])
+    n_m, n_n = cg[6], cg[7]
+    n_l = y.shape[1]
+    o1 = n_m * (n_c + n_n + 1)
+    wg = cw[:n_m * (n_c + n_n)].reshape(n_m, n_c + n_n)
+    wc = cw[o1:o1 + n_n * (n_n + n_m)].reshape(n_n, n_n + n_m)
+    bc = cw[o1 + n_n * (n_n + n_m):o1 + n_n * (n_n + n_m + 1)]
+    zero = np.float32(0.0)
+    for o in range(n_m):
+        part[:] = 0.0
+        _dot_rows(wg, o, n_c, n_n, y, part)
+        go, to = g[o], t[o]
+        for lp in range(n_l):
+            v = to[lp] + part[lp]
+            go[lp] = zero if v < 0 else v           # NaN kept, as torch's relu
+    for o in range(n_n):
+        zo = z[o]
+        zo[:] = 0.0
+        _dot_rows(wc, o, 0, n_n, y, zo)
+        part[:] = 0.0
+        _dot_rows(wc, o, n_n, n_m, g, part)
+        bo = bc[o]
+        for lp in range(n_l):
+            zo[lp] = (bo + zo[lp]) + part[lp]

@@ -123,7 +123,8 @@ def test_conv_kernel_with_one_input_per_sample_equals_separate_calls():
     step = rng.uniform(0.5, 2.0, (2, 5))
     args = (np.array([0, 9, 18]), gain, step, rng.standard_normal(5).astype(np.float32),
             np.array([1.0, 127.0, 0.0, 127.0]), np.array([3, 3, 1, 1, 1, 1, 7, 7, 0, 0]),
-            np.zeros((2, 0)), 1, np.array([2, 2, 2, 2, 0, 0, 1, 1]))
+            np.zeros((2, 0)), 1, np.array([2, 2, 2, 2, 0, 0, 1, 1]), np.zeros(8, np.int64),
+            np.zeros(0, np.float32))
     out = np.empty((3, 2, 5, 3, 3), np.float32)
     kernels.analog_conv_positions(x, wt, *args, out)
     for s in range(3):
