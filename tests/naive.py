@@ -127,6 +127,29 @@ def mapping_conv_as_matmul(x, w, b, stride, padding, dilation):
     return out
 
 
+def mapping_conv_correction(x, y, kernel, stride, padding, wg, bg, wc, bc):
+    """A digital 1x1 correction of a conv output ``y`` from its input ``x`` (numpy, float64).
+
+    ``p`` = mean of each output position's window of the zero-padded ``x`` (padding counted);
+    ``g = relu(bg + Wg @ [p; y])``, ``z = bc + Wc @ [y; g]`` per position. Returns ``z``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, c, _, _ = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
+    z = np.zeros(y.shape)
+    for bi in range(n):
+        for r in range(ho):
+            for s in range(wo):
+                r0, s0 = r * stride[0], s * stride[1]
+                p = xp[bi, :, r0:r0 + kernel[0], s0:s0 + kernel[1]].reshape(c, -1).mean(1)
+                g = np.maximum(np.asarray(wg, np.float64) @ np.concatenate([p, y[bi, :, r, s]])
+                               + bg, 0.0)
+                z[bi, :, r, s] = (np.asarray(wc, np.float64) @ np.concatenate([y[bi, :, r, s], g])
+                                  + bc)
+    return z
+
 
 # ---------------------------------------------------------- correctnet oracles
 
