@@ -81,6 +81,16 @@ def _inputs_fit(x: torch.Tensor):
                         f"do not fit the model: {first}") from exc
 
 
+def hooked_forward(model: nn.Module, x: torch.Tensor, handles: list) -> None:
+    """Run ``model(x)`` without gradients, then remove the hook ``handles`` (even on error)."""
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device

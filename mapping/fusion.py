@@ -36,6 +36,7 @@ from torch import nn
 
 from . import kernels
 from .correction import correction_of
+from .evaluation import hooked_forward
 from .fastpath import PostOps, batchnorm_affine
 from .layers import CrossbarConv2d
 
@@ -227,13 +228,8 @@ def _install_corrections(model, states, entries, probe, saved: list) -> set:
             seen.setdefault(i, (args[0] if args else None, out))
         return hook
 
-    hooks = [f[2].register_forward_hook(record(i)) for i, f in enumerate(found)]
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in hooks:
-            h.remove()
+    hooked_forward(model, probe, [f[2].register_forward_hook(record(i))
+                                  for i, f in enumerate(found)])
     bases = set()
     for i, (parent, key, m, spec, relu, pool, keys) in enumerate(found):
         x, ref = seen.get(i, (None, None))

@@ -9,7 +9,10 @@ affine, a ReLU and a max-pool to their output; :func:`analog_conv_positions` vec
 output positions, :func:`analog_conv_forward` over output channels (deep layers with few
 positions). Linear layers use :func:`dac_rows`, a BLAS
 GEMM per row tile and :func:`adc_rows`. :func:`relu_maxpool` is the same ReLU / max-pool on
-its own, for digital ops that follow a digital module (e.g. a compensated layer).
+its own, for digital ops that follow another digital module. Both conv kernels can also
+apply a digital 1x1 correction of their output before the ReLU / max-pool
+(:func:`correct_write`, :mod:`mapping.correction`): its input part (the receptive average
+pool of the conv's input, :func:`_window_means`) once per image, the rest per sample.
 
 Arguments common to the conv kernels, packed so that the signatures stay short:
 

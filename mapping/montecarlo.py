@@ -15,7 +15,10 @@ accuracy of each. On CPU it runs the fast path (:mod:`mapping.fastpath`):
   fused into the conv kernel and skipped (replaced by ``nn.Identity`` for the run, then put
   back); a probe batch checks the fusion (:mod:`mapping.fusion`: bit-identical logits, or
   within ``fusion.BN_RTOL`` where a batch-norm is folded, else it is not folded). Max and
-  ReLU are exact, so they change no result.
+  ReLU are exact, so they change no result;
+* a module that is a digital correction of a crossbar conv (``fused_correction()``,
+  :mod:`mapping.correction`) runs inside that conv's kernel with the ReLU / max-pool after
+  it, each checked against the module on the probe within ``fusion.BN_RTOL``.
 
 Every image is computed by one thread in a fixed order, so the accuracies do not depend on
 Numba's thread count; torch runs single-threaded inside the loop.
@@ -39,7 +42,7 @@ from .batched import group_size as batched_group
 from .control import LayerSelection, _layers_or_fail, program, select_layers
 from .errors import DataError, MappingError, NumericalError
 from .evaluation import (_count_correct, _inputs_fit, _model_device, evaluate_accuracy,
-                         materialise)
+                         hooked_forward, materialise)
 from .execution import FusedExecution
 from .fastpath import fused_forward, sample_weights
 from .fusion import install_fusion, remove_fusion
@@ -118,14 +121,8 @@ class _Stop(Exception):
 def _first_layer_plan(model, entries, x):
     """Which crossbar layer runs first, and is each called exactly once per forward?"""
     calls = []
-    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: calls.append(i))
-             for i, (_, layer) in enumerate(entries)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    hooked_forward(model, x, [layer.register_forward_pre_hook(lambda m, a, i=i: calls.append(i))
+                              for i, (_, layer) in enumerate(entries)])
     once = sorted(calls) == list(range(len(entries)))
     return (calls[0] if calls else None), once
 

@@ -116,12 +116,10 @@ def test_shared_input_samples_kernels_and_threads_change_nothing():
     x = torch.relu(torch.randn(4, 6, 4, 4))
     xn = np.ascontiguousarray(x.numpy())[None]
     geom = np.array([3, 3, 1, 1, 1, 1, 4, 4, 1, 1], dtype=np.int64)
-    outs = []
-    for fn in (kernels.analog_conv_forward, kernels.analog_conv_positions):
-        out = np.empty((3, 4, 36, 2, 2), np.float32)
-        fn(xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom, *post.kernel_args(),
-           out)
-        outs.append(out)
+    args = (xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom, *post.kernel_args())
+    outs = [np.empty((3, 4, 36, 2, 2), np.float32) for _ in range(2)]
+    kernels.analog_conv_forward(*args, outs[0])          # channel-vectorised
+    kernels.analog_conv_positions(*args, outs[1])        # position-vectorised
     np.testing.assert_array_equal(outs[0], outs[1])
     for smp in range(3):      # one sample at a time = the shared pass
         one = fused_forward(st, layer, x, np.ascontiguousarray(wt[smp:smp + 1]), post=post)

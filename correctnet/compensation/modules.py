@@ -24,7 +24,12 @@ from identity only as far as the loss asks.
 
 Overhead = parameters (weights + biases) of every generator and compensator
 divided by the parameters of the original network (weights + biases of all
-layers), a fraction. LeNet-5 has 61,706 parameters; compensating conv2 (n=16)
+layers), a fraction.
+
+In mapping's fused Monte-Carlo run a conv :class:`CompensatedLayer` describes its blocks
+through :meth:`CompensatedLayer.fused_correction` (a ``mapping.ConvCorrection``) and mapping
+runs them as one Numba pass inside the base conv's kernel, checked against this module on a
+probe batch; Linear compensated layers stay in torch. LeNet-5 has 61,706 parameters; compensating conv2 (n=16)
 at ratio 1 costs 896 (1.45 %).
 """
 
@@ -77,7 +82,9 @@ class CompensatedLayer(nn.Module):
     ``forward(x) = compensator(y, generator(x, y))`` with ``y = base(x)``.
     ``base`` is an ordinary ``nn.Conv2d`` / ``nn.Linear`` until
     :func:`mapping.convert_to_crossbar` swaps it for a crossbar layer; the
-    generator and compensator are marked digital and stay in torch.
+    generator and compensator are marked digital and stay in torch, except in mapping's fused
+    Monte-Carlo run, which runs a conv layer's blocks inside the base's kernel through
+    :meth:`fused_correction` (a protocol mapping looks for by name).
 
     Args:
         base: The original layer.
