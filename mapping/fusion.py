@@ -20,9 +20,10 @@ Before those, a module that is a digital correction of a crossbar conv (its
 ``fused_correction()`` returns a :class:`mapping.correction.ConvCorrection`, e.g. a
 CorrectNet compensated layer) is replaced by its base conv, whose kernel then applies the
 correction (pool, generator, ReLU, compensator) and the ``nn.ReLU`` / ``nn.MaxPool2d`` after
-the module in a plain ``nn.Sequential`` before writing its output. Its float32 sums run in another order than
-torch's, so each is checked on the probe against the module's own output on the same
-input, to the same :data:`BN_RTOL` (:func:`_agrees`); one that disagrees stays in torch.
+the module in a plain ``nn.Sequential`` before writing its output. Its float32 sums run in
+another order than torch's, so each is checked on the probe against the module's own output
+on the same input, to the same :data:`BN_RTOL` (:func:`_agrees`); one that disagrees stays in
+torch.
 The whole-network check above then runs on the model with the corrections in place (their
 different last bits can flip a downstream ADC / DAC code, which a logits check could not
 tell from an error).
@@ -212,6 +213,10 @@ def _install_corrections(model, states, entries, probe, saved: list) -> set:
     does not reach, or whose pool does not fit the input, stay as they are.
 
     Args:
+        model: The network.
+        states: ``{id(layer): FusedExecution}`` of the run.
+        entries: The run's ``(name, crossbar layer)`` pairs.
+        probe: The probe batch.
         saved: Gets ``(parent, key, module)`` to put back, as each swap is made.
 
     Returns:

@@ -851,8 +851,9 @@ def correct_write(y, n_c, cg, cw, t, g, z, part):  # pragma: no cover - compiled
             the conv's input, the generator's filters ``M`` (0: no correction) and ``N``.
         cw: float32 packed ``[Wg (M, C + N), bg (M,), Wc (N, N + M), bc (N,)]``, row-major.
         t: float32 ``(M, L)`` from :func:`_correction_input`.
-        g: float32 ``(M, L)`` scratch; ``part`` float32 ``(4, L)`` scratch.
+        g: float32 ``(M, L)`` scratch.
         z: float32 ``(N, L)`` output.
+        part: float32 ``(4, L)`` scratch.
     """
     n_m, n_n = cg[6], cg[7]
     n_l = y.shape[1]

@@ -292,3 +292,29 @@ def test_documented_errors():
                       sample_weights(padded)[None], post=PostOps(correction=spec))
     with pytest.raises(ValueError, match="not fused together"):
         PostOps(affine=np.ones((2, 3)), correction=spec)
+
+
+def test_correction_before_a_batch_norm_fuses_without_post_ops(installed):
+    # conv-BN-ReLU-pool with the conv compensated (VGG's layout): the correction runs in the
+    # conv kernel alone, the batch-norm in torch, the ReLU / max-pool in the Numba post-op
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 4 * 4, 5))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 2.0)
+    comp = insert_compensation(net.eval(), {"0": 1.0})
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for prm in compensation_parameters(comp):
+            prm.add_(0.3 * torch.randn(prm.shape, generator=g))
+    x = torch.randn(60, 2, 8, 8, generator=g)
+    with torch.no_grad():
+        y = comp.eval()(x).argmax(1)
+    analog = convert_to_crossbar(comp, CFG8)
+    data = [(x[:30], y[:30]), (x[30:], y[30:])]
+    fast = run_monte_carlo(analog, data, samples=2, seed=4, progress=False)
+    ref = run_monte_carlo(analog, data, samples=2, seed=4, progress=False, engine="reference")
+    assert installed == [1]
+    np.testing.assert_array_equal(fast.accuracies, ref.accuracies)
+    assert isinstance(analog[0], CompensatedLayer) and type(analog[1]) is nn.BatchNorm2d

@@ -24,13 +24,13 @@ from identity only as far as the loss asks.
 
 Overhead = parameters (weights + biases) of every generator and compensator
 divided by the parameters of the original network (weights + biases of all
-layers), a fraction.
+layers), a fraction. LeNet-5 has 61,706 parameters; compensating conv2 (n=16)
+at ratio 1 costs 896 (1.45 %).
 
 In mapping's fused Monte-Carlo run a conv :class:`CompensatedLayer` describes its blocks
 through :meth:`CompensatedLayer.fused_correction` (a ``mapping.ConvCorrection``) and mapping
 runs them as one Numba pass inside the base conv's kernel, checked against this module on a
-probe batch; Linear compensated layers stay in torch. LeNet-5 has 61,706 parameters; compensating conv2 (n=16)
-at ratio 1 costs 896 (1.45 %).
+probe batch; Linear compensated layers stay in torch.
 """
 
 from __future__ import annotations
