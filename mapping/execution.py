@@ -139,13 +139,13 @@ class FusedExecution(Execution):
     ``program()`` / ``program_ideal()``. The Monte-Carlo engine instead pins the weights of
     the sample it evaluates (:meth:`pin`), may hand it a precomputed output for the next call
     (``override``: the first layer, computed for a group of samples at once) and fuses the
-    ReLU / max-pool that follow a conv (``post``).
+    digital correction, batch-norm, ReLU / max-pool that follow a conv (``post``).
 
     Attributes:
         statics: The kernel's per-layer constants (:class:`mapping.fastpath.LayerStatics`).
         wt: Pinned effective weights ``(1, K, O)``, or None (follow the layer's cells).
         override: Output to return from the next call instead of computing it.
-        post: Fused ReLU / max-pool after a conv (:class:`mapping.fastpath.PostOps`).
+        post: Fused digital ops after a conv (:class:`mapping.fastpath.PostOps`).
         calls: Outputs served since the last reset (kernel or override).
     """
 
