@@ -82,6 +82,10 @@ def test_tiny_end_to_end_report(tiny_run):
     assert {"lipschitz_vs_plain", "correctnet_vs_base", "correctnet_vs_digital_baseline"} <= set(
         report["comparisons"])
     assert report["comparisons"]["lipschitz_vs_plain"]["over"] == "seeds"
+    t, v = report["targets"], report["variants"]
+    assert t["correctnet_fraction"] == pytest.approx(cn["mean"] / v["plain"]["clean"])
+    assert t["correctnet_minus_variation_aware"] == pytest.approx(
+        cn["mean"] - v["variation_aware"]["mean"])
     cal = report["calibration"]
     assert set(cal) == {"plain", "lipschitz", "variation_aware"}
     for v, r in cal.items():
@@ -92,6 +96,7 @@ def test_tiny_end_to_end_report(tiny_run):
     md = (out / "report.md").read_text()
     assert "CorrectNet (paper" in md and "lenet5" in md and "Paired comparisons" in md
     assert "Mean-gain calibration" in md and "Random search" in md
+    assert "of the unregularized network's clean accuracy (the paper's claim: >= 95 %)" in md
     for fig in report["figures"].values():
         assert (out / fig).stat().st_size > 1000
     plans = json.loads((out / "plans.json").read_text())

@@ -53,3 +53,24 @@ def test_one_pair_has_no_spread():
 def test_bad_shapes_are_refused(a, b, match):
     with pytest.raises(SeedStatsError, match=match):
         paired_difference(a, b)
+
+
+def test_report_pairs_fewer_samples_with_the_first_ones():
+    # the deep preset's digital baseline has 50 device samples, the other rows 250
+    from correctnet.study.report import comparisons
+
+    rng = np.random.default_rng(1)
+    correctnet = rng.uniform(0.5, 0.8, (1, 250)).tolist()
+    digital = rng.uniform(0.5, 0.8, (1, 50)).tolist()
+    got = comparisons({"correctnet": correctnet, "digital_baseline": digital}, "lipschitz")
+    c = got["correctnet_vs_digital_baseline"]
+    want = paired_difference([correctnet[0][:50]], digital)
+    assert c["n"] == 50 and c["over"] == "device samples"
+    assert c["mean"] == pytest.approx(want["mean"]) and c["ci95"] == pytest.approx(want["ci95"])
+
+
+def test_report_still_refuses_different_seed_counts():
+    from correctnet.study.report import comparisons
+
+    with pytest.raises(SeedStatsError, match="pairs need equal counts"):
+        comparisons({"lipschitz": [[0.5, 0.6]] * 2, "plain": [[0.5, 0.6]]}, "lipschitz")
