@@ -14,10 +14,10 @@ that returns a :class:`ConvCorrection` (its constants, copied) or ``None`` when 
 say so (an adaptive pool, a linear base, ...). During a fused Monte-Carlo run
 (:func:`mapping.fusion.install_fusion`) such a module is replaced by its ``base`` and the
 correction becomes a post-op of the base's fused conv kernel
-(:func:`mapping.kernels.correct_write`, with the ``nn.ReLU`` / ``nn.MaxPool2d`` that follow
-the module in a plain ``nn.Sequential``): per image, the pooled input and the generator's
-input part once, then per device sample the rest, before the output is written. Afterwards
-the module is put back; outside that run nothing changes. The float32 sums run in another
+(:func:`mapping.correction_kernels.correct_write`, with the ``nn.ReLU`` / ``nn.MaxPool2d``
+that follow the module in a plain ``nn.Sequential``): per image, the pooled input and the
+generator's input part once, then per device sample the rest, before the output is written.
+Afterwards the module is put back; outside that run nothing changes. The float32 sums run in another
 order than torch's ``baddbmm``, so a probe checks each correction against the module
 within :data:`mapping.fusion.BN_RTOL`. A base with a padding mode other than zeros is not
 fused (its kernel reads a padded copy, the pool the raw input).
@@ -114,7 +114,10 @@ class ConvCorrection:
                 and tuple(self.pooled_size(h, w)) == tuple(self.base.output_size(h, w)))
 
     def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(cg, cw)`` as the conv kernels take them (:func:`mapping.kernels.correct_write`)."""
+        """``(cg, cw)`` as the conv kernels take them.
+
+        See :func:`mapping.correction_kernels.correct_write`.
+        """
         cg = np.array([*self.kernel, *self.stride, *self.padding, self.gen_weight.shape[0],
                        self.comp_weight.shape[0]], dtype=np.int64)
         cw = np.concatenate([self.gen_weight.ravel(), self.gen_bias,

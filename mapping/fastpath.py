@@ -1,4 +1,4 @@
-"""Monte-Carlo fast path: crossbar layers run the fused kernel of :mod:`mapping.kernels`.
+"""Monte-Carlo fast path: crossbar layers run the fused kernels of :mod:`mapping.kernels`.
 
 The ``fused`` execution strategy (:class:`mapping.execution.FusedExecution`) calls
 :func:`fused_forward`: the effective weight of the current device sample (from xbar, after
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from . import converter_kernels, kernels, postop_kernels
 from .errors import BackendError
 
 
@@ -77,7 +77,8 @@ def batchnorm_affine(bn: nn.BatchNorm2d) -> np.ndarray:
     weight`` and ``beta = bias - mean * alpha`` in float32, then ``alpha * x + beta``; its
     vectorised (AVX2 / AVX-512) build contracts both into fused multiply-adds, which is what
     this reproduces: ``beta`` rounded once from the exact float64 ``bias - mean * alpha``, and
-    the kernel's ``float32(float64(x) * alpha + beta)`` (:func:`mapping.kernels._post_write`).
+    the kernel's ``float32(float64(x) * alpha + beta)``
+    (:func:`mapping.postop_kernels._post_write`).
     On a CPU where torch runs unfused multiply-adds the results differ by about one float32
     ulp; :func:`mapping.fusion.install_fusion` checks the fold against torch on a probe batch
     with a tolerance and drops it when they disagree by more.
@@ -235,7 +236,7 @@ def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray,
     n = xn.shape[0]
     codes = np.empty_like(xn)
     scales = np.empty(n, dtype=np.float64)
-    kernels.dac_rows(xn, st.periph, codes, scales)
+    converter_kernels.dac_rows(xn, st.periph, codes, scales)
     n_t = len(st.bounds) - 1
     w_all = torch.from_numpy(wt).permute(1, 0, 2).reshape(n_k, n_s * n_o)   # (K, S*O)
     c = torch.from_numpy(codes)
@@ -247,7 +248,7 @@ def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray,
     pn = p.numpy()
     for s in range(n_s):
         ps = np.ascontiguousarray(pn[:, :, s * n_o:(s + 1) * n_o]) if n_s > 1 else pn
-        kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales,
+        converter_kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales,
                          st.bias if bias is None else bias, out[s])
     return torch.from_numpy(out).reshape(n_s, *lead, n_o)
 
@@ -257,6 +258,11 @@ def warmup() -> float:
 
     Call it before timing anything: the first call in a fresh environment compiles (seconds),
     later processes load the cached machine code (``cache=True``).
+
+    The conv kernels' calls, with and without a correction, also compile the kernels of
+    :mod:`mapping.postop_kernels`, :mod:`mapping.correction_kernels`,
+    :mod:`mapping.window_kernels` and the ADC rule of :mod:`mapping.converter_kernels` that
+    they call.
 
     Returns:
         Wall-clock seconds spent (xbar's kernels included).
@@ -276,10 +282,10 @@ def warmup() -> float:
     for fn in (kernels.analog_conv_forward, kernels.analog_conv_positions):
         fn(x, *args, *_NO_CORRECTION, out)
         fn(x, *args[:-3], _NO_AFFINE, 1, pool, *corr, out)
-    kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
+    postop_kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)
-    kernels.dac_rows(xr, periph, np.empty_like(xr), s)
-    kernels.adc_rows(np.ones((1, 2, 2), np.float32), g, g, 127.0, s, np.zeros(2, np.float32),
-                     np.empty((2, 2), np.float32))
+    converter_kernels.dac_rows(xr, periph, np.empty_like(xr), s)
+    converter_kernels.adc_rows(np.ones((1, 2, 2), np.float32), g, g, 127.0, s,
+                               np.zeros(2, np.float32), np.empty((2, 2), np.float32))
     return time.perf_counter() - t0

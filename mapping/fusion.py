@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import kernels
+from . import postop_kernels
 from .correction import correction_of
 from .evaluation import hooked_forward
 from .fastpath import PostOps, batchnorm_affine
@@ -142,7 +142,7 @@ class NumbaPostOps(nn.Module):
         xn = np.ascontiguousarray(x.detach().numpy())
         hq, wq = self.post.out_size(x.shape[2], x.shape[3])
         out = np.empty((x.shape[0], x.shape[1], hq, wq), dtype=np.float32)
-        kernels.relu_maxpool(xn, int(self.post.relu), self._pool, out)
+        postop_kernels.relu_maxpool(xn, int(self.post.relu), self._pool, out)
         return torch.from_numpy(out)
 
 

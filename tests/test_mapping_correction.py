@@ -24,7 +24,8 @@ from correctnet.compensation.modules import (CompensatedLayer, compensation_para
                                              insert_compensation, make_compensated_layer)
 from correctnet.workloads.models import build_model
 from mapping import (ArgumentTypeError, BackendError, ConvCorrection, CrossbarConv2d,
-                     MappingError, convert_to_crossbar, fusion, kernels, run_monte_carlo)
+                     MappingError, convert_to_crossbar, correction_kernels, fusion, kernels,
+                     run_monte_carlo)
 from mapping.correction import correction_of
 from mapping.fastpath import LayerStatics, PostOps, fused_forward, sample_weights
 from naive import mapping_conv_correction
@@ -98,9 +99,9 @@ def test_receptive_pool_is_torch_avg_pool_bit_for_bit(geo):
     xn = np.ascontiguousarray(x.numpy())[None]
     for b in range(2):
         pooled = np.empty((c, ho * wo), np.float32)
-        kernels._window_means(xn, 0, b, cg, ho, wo, pooled,
-                              np.empty((h + 2 * spec.padding[0]) * wp, np.float32),
-                              np.empty(ho * wp, np.float32))
+        correction_kernels._window_means(xn, 0, b, cg, ho, wo, pooled,
+                                         np.empty((h + 2 * spec.padding[0]) * wp, np.float32),
+                                         np.empty(ho * wp, np.float32))
         np.testing.assert_array_equal(pooled.reshape(c, ho, wo), want[b].numpy())
 
 
