@@ -17,9 +17,9 @@ correction becomes a post-op of the base's fused conv kernel
 (:func:`mapping.correction_kernels.correct_write`, with the ``nn.ReLU`` / ``nn.MaxPool2d``
 that follow the module in a plain ``nn.Sequential``): per image, the pooled input and the
 generator's input part once, then per device sample the rest, before the output is written.
-Afterwards the module is put back; outside that run nothing changes. The float32 sums run in another
-order than torch's ``baddbmm``, so a probe checks each correction against the module
-within :data:`mapping.fusion.BN_RTOL`. A base with a padding mode other than zeros is not
+Afterwards the module is put back; outside that run nothing changes. The float32 sums run in
+another order than torch's ``baddbmm``, so a probe checks each correction against the
+module within :data:`mapping.fusion.BN_RTOL`. A base with a padding mode other than zeros is not
 fused (its kernel reads a padded copy, the pool the raw input).
 """
 

@@ -249,7 +249,7 @@ def _linear_blas(st: LayerStatics, x: torch.Tensor, wt: np.ndarray,
     for s in range(n_s):
         ps = np.ascontiguousarray(pn[:, :, s * n_o:(s + 1) * n_o]) if n_s > 1 else pn
         converter_kernels.adc_rows(ps, st.gain, st.step, st.q_adc, scales,
-                         st.bias if bias is None else bias, out[s])
+                                   st.bias if bias is None else bias, out[s])
     return torch.from_numpy(out).reshape(n_s, *lead, n_o)
 
 
