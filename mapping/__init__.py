@@ -56,8 +56,8 @@ from .torch_ops import lognormal_theta, lognormal_weight
 __all__ = [
     "ArgumentTypeError", "BACKENDS", "BackendError", "COMPUTE_LAYERS", "COST_PRESETS",
     "ConvCorrection", "CostConstants", "CostPresetError", "CrossbarConv2d", "EXECUTIONS",
-    "Execution",
-    "FusedExecution", "IdealConverterExecution", "ReferenceExecution", "TorchExecution",
+    "Execution", "FusedExecution", "IdealConverterExecution", "ReferenceExecution",
+    "TorchExecution",
     "CrossbarLayer", "CrossbarLinear", "DataError", "HardwareReport", "LayerSelectionError",
     "MappingError", "MonteCarloResult", "NotProgrammedError", "NumericalError",
     "UnsupportedLayerError",

@@ -124,21 +124,6 @@ class ConvCorrection:
                              self.comp_weight.ravel(), self.comp_bias])
         return cg, np.ascontiguousarray(cw, dtype=np.float32)
 
-    def apply_torch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The correction in torch from the conv's input ``x`` and output ``y`` (an oracle).
-
-        ``avg_pool2d`` (zeros counted), then the two 1x1 convs of the channel concats as
-        ``F.conv2d``, the generator's ReLU in between.
-        """
-        import torch.nn.functional as F
-
-        p = F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=True)
-        m, n = self.gen_weight.shape[0], self.comp_weight.shape[0]
-        wg = torch.from_numpy(self.gen_weight).view(m, -1, 1, 1)
-        wc = torch.from_numpy(self.comp_weight).view(n, -1, 1, 1)
-        g = F.relu(F.conv2d(torch.cat([p, y], 1), wg, torch.from_numpy(self.gen_bias)))
-        return F.conv2d(torch.cat([y, g], 1), wc, torch.from_numpy(self.comp_bias))
-
 
 def correction_of(module: nn.Module) -> ConvCorrection | None:
     """``module.fused_correction()`` if it has that protocol method (module docstring)."""

@@ -108,6 +108,7 @@ def _signed(x) -> str:
     """A fraction as signed percentage points, ``-`` when missing."""
     return "-" if x is None else f"{100 * x:+.2f}"
 
+
 def layers_markdown(report: dict) -> list[str]:
     """The per-layer table: largest singular value (and conv operator norm) per variant."""
     variants = {v: r["layers"] for v, r in report["variants"].items()
