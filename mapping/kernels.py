@@ -1,10 +1,10 @@
 """Fused analog conv kernels of the Monte-Carlo fast path (im2col + DAC + tiled MAC + ADC).
 
-Two conv kernels never materialise the im2col matrix: for every output position they gather
-the receptive field (zero padding read in place), DAC-quantise it once (xbar's codes bit for
-bit: a multiply per input, and :func:`xbar.kernels.dac_code` itself near rounding ties, see
-:func:`_gather_codes`) and multiply it with the effective weights of ``S`` device samples
-(the Monte-Carlo samples share the input's quantisation). Both can apply a folded batch-norm
+Two conv kernels never materialise the im2col matrix: per image they gather the receptive
+fields into a local block and DAC-quantise them once (:mod:`mapping.field_kernels`: xbar's
+codes bit for bit, zero padding in a per-block padded copy) and multiply them with the
+effective weights of ``S`` device samples (the Monte-Carlo samples share the input's
+quantisation). Both can apply a folded batch-norm
 affine, a ReLU and a max-pool to their output (:mod:`mapping.postop_kernels`);
 :func:`analog_conv_positions` vectorises over output positions, :func:`analog_conv_forward`
 over output channels (deep layers with few positions). Both can also apply a digital 1x1
@@ -36,217 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-from xbar.kernels import dac_code
 
 from .converter_kernels import _adc
 from .correction_kernels import _correction_input, _correction_scratch, correct_write
+from .field_kernels import _quantised_fields, field_scratch, tap_tables
 from .postop_kernels import _post_write
-from .window_kernels import _col_range
 
 
 #: Images per parallel work item of the conv kernel (scratch arrays allocated once each).
 _BLOCK = 16
-
-
-@njit(cache=True)
-def _gather_fields(x, xs, b, geom, pm):  # pragma: no cover - compiled
-    """Receptive fields of image ``x[xs, b]`` into ``pm`` ``(K, L)``, ``k`` in ``(c, i, j)``.
-
-    ``x`` is unpadded: a tap outside it (the zero padding ``geom[8], geom[9]`` at the top and
-    left, and whatever the output size implies at the bottom and right) reads 0.
-    """
-    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
-                                      geom[6], geom[7])
-    pt, pl = geom[8], geom[9]
-    n_h, n_w = x.shape[3], x.shape[4]
-    # indices cast to uint64 (never negative here): no negative-index fix-up, so the row
-    # loops vectorise (1-D slices per row would cost a reference count each)
-    for c in range(x.shape[2]):
-        xc = x[xs, b, c]
-        for i in range(kh):
-            for j in range(kw):
-                pk = pm[(c * kh + i) * kw + j]
-                c0 = j * dw - pl
-                lo, hi = _col_range(c0, sw, n_w, wo)
-                for oh in range(ho):
-                    r = oh * sh + i * dh - pt
-                    lp0 = oh * wo
-                    if r < 0 or r >= n_h:
-                        for ow in range(wo):
-                            pk[np.uint64(lp0 + ow)] = 0.0
-                        continue
-                    for ow in range(lo):
-                        pk[np.uint64(lp0 + ow)] = 0.0
-                    xr = xc[r]
-                    if sw == 1:                 # unit stride: a vectorised copy
-                        for ow in range(lo, hi):
-                            pk[np.uint64(lp0 + ow)] = xr[np.uint64(c0 + ow)]
-                    else:
-                        for ow in range(lo, hi):
-                            pk[np.uint64(lp0 + ow)] = xr[np.uint64(c0 + ow * sw)]
-                    for ow in range(hi, wo):
-                        pk[np.uint64(lp0 + ow)] = 0.0
-
-
-#: Distance to a rounding tie, per DAC level, below which the fast DAC redoes a field exactly.
-_TIE_MARGIN = 1e-13
-#: Largest finite float32.
-_F32_MAX = 3.4028234663852886e38
-
-
-@njit(cache=True)
-def _field_scales(pm, periph, sc, sd):  # pragma: no cover - compiled
-    """Each position's DAC scale ``s`` into ``sc`` and the divisor into ``sd``.
-
-    ``s == 0`` only where the whole field is 0 (or ``input_range <= 0``): codes 0 via
-    ``sd = 1``.
-    """
-    n_k, n_l = pm.shape
-    sc[:] = 0.0
-    sd[:] = 1.0
-    if periph[2] > 0:
-        sc[:] = periph[2]
-    else:
-        for k in range(n_k):
-            for lp in range(n_l):
-                sc[lp] = max(sc[lp], abs(np.float64(pm[k, lp])))
-    for lp in range(n_l):
-        if sc[lp] > 0:
-            sd[lp] = sc[lp]
-
-
-@njit(cache=True)
-def _dac_fields_exact(pm, periph, sc, sd):  # pragma: no cover - compiled
-    """DAC of every field in place with xbar's rule as written (a division per input)."""
-    n_k, n_l = pm.shape
-    _field_scales(pm, periph, sc, sd)
-    levels = periph[1]
-    for k in range(n_k):
-        for lp in range(n_l):
-            pm[k, lp] = np.float32(dac_code(np.float64(pm[k, lp]), sd[lp], levels))
-
-
-@njit(cache=True)
-def _window_scales(x, xs, b, geom, amax, sc):  # pragma: no cover - compiled
-    """``sc[lp]`` = ``max |x|`` over position ``lp``'s receptive field (0 for taps outside).
-
-    The channel-wise ``max |x|`` per pixel first (``amax`` ``(H, W)``), then its maximum over
-    each window: max is exact, so this equals the maximum over the gathered field. Returns
-    the number of NaN or infinite inputs (a maximum with NaN depends on the order, and the
-    fast DAC assumes finite scales: the caller then takes the exact path).
-    """
-    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
-                                      geom[6], geom[7])
-    pt, pl = geom[8], geom[9]
-    n_h, n_w = x.shape[3], x.shape[4]
-    amax[:, :] = 0.0
-    nan = 0
-    for c in range(x.shape[2]):
-        for r in range(n_h):
-            for col in range(n_w):
-                a = abs(x[xs, b, c, r, col])
-                nan += not a <= _F32_MAX            # NaN or inf
-                amax[r, col] = max(amax[r, col], a)
-    for oh in range(ho):
-        for ow in range(wo):
-            m = np.float32(0.0)
-            for i in range(kh):
-                r = oh * sh + i * dh - pt
-                if r < 0 or r >= n_h:
-                    continue
-                for j in range(kw):
-                    col = ow * sw + j * dw - pl
-                    if col >= 0 and col < n_w:
-                        m = max(m, amax[r, col])
-            sc[oh * wo + ow] = np.float64(m)
-    return nan
-
-
-@njit(cache=True)
-def _gather_codes(x, xs, b, geom, levels, clip, sd, inv, pm):  # pragma: no cover - compiled
-    """Receptive fields of ``x[xs, b]`` gathered straight into rounding-DAC codes ``pm``.
-
-    ``rint(x * (L / s))`` (``inv = L / s`` per position) instead of xbar's
-    ``rint(x / s * L)``: both are within two roundings (relative ``2**-53`` each) of
-    ``x L / s``, so they differ by at most ``4.5e-16 * L``, and their codes are equal unless
-    ``x * (L / s)`` lies within ``_TIE_MARGIN * L`` (over 200 times that) of a half-integer.
-    Such inputs are counted and the count returned (0: every code is xbar's); the caller
-    then quantises the fields again as written. Taps outside the input are code 0.
-    ``clip == 0`` when the scale is each field's ``max |x|``: xbar's two clips are then
-    no-ops (``|x / s * L| <= L`` exactly) and are skipped.
-    """
-    kh, kw, sh, sw, dh, dw, ho, wo = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
-                                      geom[6], geom[7])
-    pt, pl = geom[8], geom[9]
-    n_h, n_w = x.shape[3], x.shape[4]
-    lim = 0.5 - _TIE_MARGIN * levels    # |t - rint(t)| <= 0.5; above lim: a near tie
-    near = 0
-    for c in range(x.shape[2]):         # indices as in _gather_fields (uint64)
-        xc = x[xs, b, c]
-        for i in range(kh):
-            for j in range(kw):
-                pk = pm[(c * kh + i) * kw + j]
-                c0 = j * dw - pl
-                lo, hi = _col_range(c0, sw, n_w, wo)
-                for oh in range(ho):
-                    r = oh * sh + i * dh - pt
-                    lp0 = oh * wo
-                    if r < 0 or r >= n_h:
-                        for ow in range(wo):
-                            pk[np.uint64(lp0 + ow)] = 0.0
-                        continue
-                    for ow in range(lo):
-                        pk[np.uint64(lp0 + ow)] = 0.0
-                    xr = xc[r]
-                    if clip == 0 and sw == 1:   # |x| <= s: xbar's clips are no-ops
-                        for ow in range(lo, hi):
-                            lp = np.uint64(lp0 + ow)
-                            t = np.float64(xr[np.uint64(c0 + ow)]) * inv[lp]
-                            cq = np.rint(t)
-                            near += abs(t - cq) > lim
-                            pk[lp] = np.float32(cq)
-                    else:
-                        for ow in range(lo, hi):
-                            lp = np.uint64(lp0 + ow)
-                            s = sd[lp]
-                            t = min(max(np.float64(xr[np.uint64(c0 + ow * sw)]), -s), s) * inv[lp]
-                            cq = np.rint(t)
-                            near += abs(t - cq) > lim
-                            pk[lp] = np.float32(min(max(cq, -levels), levels))
-                    for ow in range(hi, wo):
-                        pk[np.uint64(lp0 + ow)] = 0.0
-    return near
-
-
-@njit(cache=True)
-def _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv,
-                      amax):  # pragma: no cover - compiled
-    """Gather the receptive fields of image ``x[xs, b]`` and DAC them (codes in ``pm``).
-
-    ``sc`` gets each position's scale ``s``. Without a DAC (``dac_mode == 0``) ``pm`` is left
-    raw and ``s = 1``. A rounding DAC (``dac_levels > 0``) computes the scales from ``x``
-    (:func:`_window_scales`) and gathers codes directly (:func:`_gather_codes`, the fast
-    multiply per input); near a tie (or with NaN inputs) the fields are
-    gathered raw and quantised as written (:func:`_dac_fields_exact`). An unrounded DAC
-    divides as written. Every path gives xbar's codes bit for bit.
-    """
-    if periph[0] > 0 and periph[1] > 0:
-        nan = 0
-        if periph[2] > 0:
-            sc[:] = periph[2]
-        else:
-            nan = _window_scales(x, xs, b, geom, amax, sc)
-        if nan == 0:
-            for lp in range(sc.shape[0]):
-                sd[lp] = sc[lp] if sc[lp] > 0 else 1.0
-                inv[lp] = periph[1] / sd[lp]
-            if _gather_codes(x, xs, b, geom, periph[1], int(periph[2] > 0), sd, inv, pm) == 0:
-                return
-    _gather_fields(x, xs, b, geom, pm)
-    if periph[0] <= 0:
-        sc[:] = 1.0
-        return
-    _dac_fields_exact(pm, periph, sc, sd)
 
 
 @njit(cache=True)
@@ -316,6 +114,28 @@ def _mac1(pm, wt, smp, o0, nb, k0, k1, acc):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _mac_codes(pm, wt, smp, lp, ks, n_q, acc):  # pragma: no cover - compiled
+    """``acc[o] += pm[k, lp] * W[k, o]`` over the taps ``ks[:n_q]`` in order, all channels.
+
+    Four taps per pass over ``acc`` (each sum still in the order of ``ks``, one rounding per
+    product and per add: the same result as one tap at a time).
+    """
+    n_o = acc.shape[0]
+    q4 = n_q // 4 * 4
+    for q in range(0, q4, 4):
+        k0, k1, k2, k3 = ks[q], ks[q + 1], ks[q + 2], ks[q + 3]
+        v0, v1, v2, v3 = pm[k0, lp], pm[k1, lp], pm[k2, lp], pm[k3, lp]
+        w0, w1, w2, w3 = wt[smp, k0], wt[smp, k1], wt[smp, k2], wt[smp, k3]
+        for o in range(n_o):
+            acc[o] = (((acc[o] + v0 * w0[o]) + v1 * w1[o]) + v2 * w2[o]) + v3 * w3[o]
+    for q in range(q4, n_q):
+        k = ks[q]
+        v, w = pm[k, lp], wt[smp, k]
+        for o in range(n_o):
+            acc[o] += v * w[o]
+
+
+@njit(cache=True)
 def _conv_sample(pm, wt, smp, bounds, gain, step, bias, adc_levels, sc, acc, tot,
                  y):  # pragma: no cover - compiled
     """Conv output ``y`` ``(O, L)`` of sample ``smp`` from the quantised fields ``pm``.
@@ -353,7 +173,7 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
     """Fused analog convolution vectorised over output positions, optional ReLU + max-pool.
 
     Per image, the receptive fields are gathered into a local ``(K, L)`` block (``L =
-    Ho*Wo``, :func:`_gather_fields`) and DAC-quantised once (:func:`_quantised_fields`). Then for
+    Ho*Wo``) and DAC-quantised once (:func:`mapping.field_kernels._quantised_fields`). Then for
     every sample the bit-line sums of all positions are accumulated in float32 for ``k``
     ascending, ADC-converted into a float64 total per tile column (:func:`_conv_sample`),
     and the output ``y = float32(s * total + bias)`` optionally goes through a per-channel
@@ -387,12 +207,13 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
     n_l = ho * wo
     n_items = n_sx * n_b
     n_blocks = (n_items + _BLOCK - 1) // _BLOCK
+    tables = tap_tables(geom, x.shape[2])
     for blk in prange(n_blocks):        # scratch allocated once per block of images
         pm = np.empty((n_k, n_l), dtype=np.float32)
         sc = np.empty(n_l, dtype=np.float64)
         sd = np.empty(n_l, dtype=np.float64)
         inv = np.empty(n_l, dtype=np.float64)
-        amax = np.empty((x.shape[3], x.shape[4]), dtype=np.float32)
+        scratch = field_scratch(x.shape[2], geom)
         acc = np.empty((4, n_l), dtype=np.float32)
         tot = np.empty((4, n_l), dtype=np.float64)
         y = np.empty((n_o, n_l), dtype=np.float32)
@@ -400,7 +221,7 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
         for idx in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
             xs = idx // n_b
             b = idx - xs * n_b
-            _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, amax)
+            _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, scratch, tables)
             if cg[6] > 0:
                 _correction_input(x, xs, b, cg, cw, ho, wo, cp, cxp, cacc, ct)
             s_lo = 0 if n_sx == 1 else xs
@@ -446,12 +267,13 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
     n_t = bounds.shape[0] - 1
     adc_levels = periph[3]
     n_blocks = (n_b + _BLOCK - 1) // _BLOCK
+    tables = tap_tables(geom, x.shape[2])
     for blk in prange(n_blocks):        # scratch allocated once per block of images
         pm = np.empty((n_k, n_l), dtype=np.float32)
         sc = np.empty(n_l, dtype=np.float64)
         sd = np.empty(n_l, dtype=np.float64)
         inv = np.empty(n_l, dtype=np.float64)
-        amax = np.empty((x.shape[3], x.shape[4]), dtype=np.float32)
+        scratch = field_scratch(x.shape[2], geom)
         acc = np.empty(n_o, dtype=np.float32)
         tot = np.empty(n_o, dtype=np.float64)
         ys = np.empty((n_s, n_o, n_l), dtype=np.float32)
@@ -459,7 +281,7 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
         cnt = np.empty(n_t, dtype=np.int64)
         cxp, cacc, cp, ct, cgen, cz, cpart = _correction_scratch(x, cg, n_o, ho, wo)
         for b in range(blk * _BLOCK, min(n_b, (blk + 1) * _BLOCK)):
-            _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv, amax)
+            _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv, scratch, tables)
             if cg[6] > 0:
                 _correction_input(x, 0, b, cg, cw, ho, wo, cp, cxp, cacc, ct)
             for lp in range(n_l):
@@ -476,11 +298,7 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
                     tot[:] = 0.0
                     for t in range(n_t):
                         acc[:] = 0.0
-                        for q in range(cnt[t]):
-                            k = nz[t, q]
-                            v = pm[k, lp]
-                            for o in range(n_o):
-                                acc[o] += v * wt[smp, k, o]
+                        _mac_codes(pm, wt, smp, lp, nz[t], cnt[t], acc)
                         for o in range(n_o):
                             tot[o] += _adc(acc[o], gain[t, o], step[t, o], adc_levels)
                     for o in range(n_o):

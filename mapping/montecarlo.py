@@ -312,6 +312,10 @@ def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, f
         chunk_images = int(max(1, min(4096, _GROUP_BYTES // (4 * out_elems * group_size))))
     chunks = _rechunk(batches, chunk_images)
     cached = ([_capture_input(model, first_layer, x) for x, _ in chunks] if share else None)
+    # the first layer's outputs of a group, one chunk at a time, in memory reused across
+    # chunks and groups (fresh memory of this size costs page faults on every call)
+    buffer = (np.empty(out_elems * group_size * max(len(x) for x, _ in chunks), np.float32)
+              if share else None)
     accs: list[float] = []
     for g0 in range(0, len(seqs), group_size):
         group = seqs[g0:g0 + group_size]
@@ -328,7 +332,8 @@ def _fast_loop(model, entries, batches, seqs, layers, group_size, bar, states, f
                 pre = None
                 if share:
                     pre = fused_forward(states[id(first_layer)].statics, first_layer,
-                                        cached[c], stack, post=states[id(first_layer)].post)
+                                        cached[c], stack, post=states[id(first_layer)].post,
+                                        buffer=buffer)
                 for s, w in enumerate(wts):
                     for _, layer in entries:
                         states[id(layer)].wt = w[id(layer)]     # pinned (pin() synced it)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import mapping
-from mapping import CrossbarConv2d, convert_to_crossbar, crossbar_layers, fusion, kernels
+from mapping import (CrossbarConv2d, convert_to_crossbar, crossbar_layers, field_kernels,
+                     fusion, kernels)
 from mapping.execution import FusedExecution
 from mapping.fastpath import (LayerStatics, PostOps, batchnorm_affine, fused_forward,
                               sample_weights)
@@ -29,22 +30,29 @@ CFG8 = XbarConfig(tile=TileConfig(32, 16), device=DeviceConfig(sigma=0.5),
                   dac=DACConfig(bits=8), adc=ADCConfig(bits=8))
 
 
-def _fields(x, bits, input_range):
-    """``_quantised_fields`` of a 1x1 conv over ``x`` ``(C, L)``: codes ``(C, L)``, scales."""
+def _fields(x, bits, input_range, width):
+    """``_quantised_fields`` of a 1x1 conv over ``x`` ``(C, L)``: codes ``(C, L)``, scales.
+
+    The ``L`` positions as ``L / width`` output rows of ``width``: the row-by-row gather for
+    wide outputs, the padded-row one for mid widths, the index table for narrow ones
+    (``field_kernels._ROW_MIN_WIDTH``, ``_WIDE_MAX_WIDTH``).
+    """
     c, n_l = x.shape
-    xin = np.ascontiguousarray(x.reshape(1, 1, c, 1, n_l), dtype=np.float32)
-    geom = np.array([1, 1, 1, 1, 1, 1, 1, n_l, 0, 0], dtype=np.int64)
+    xin = np.ascontiguousarray(x.reshape(1, 1, c, n_l // width, width), dtype=np.float32)
+    geom = np.array([1, 1, 1, 1, 1, 1, n_l // width, width, 0, 0], dtype=np.int64)
     periph = np.array([1.0, 2.0 ** (bits - 1) - 1, input_range or 0.0, 0.0])
     pm = np.empty((c, n_l), np.float32)
     sc, sd, inv = (np.empty(n_l) for _ in range(3))
-    kernels._quantised_fields(xin, 0, 0, geom, periph, pm, sc, sd, inv,
-                              np.empty((1, n_l), np.float32))
+    field_kernels._quantised_fields(xin, 0, 0, geom, periph, pm, sc, sd, inv,
+                                    field_kernels.field_scratch(c, geom),
+                                    field_kernels.tap_tables(geom, c))
     return pm, sc
 
 
+@pytest.mark.parametrize("width", [64, 8, 4])      # the three gather loops
 @pytest.mark.parametrize("input_range", [None, 2.0])
 @pytest.mark.parametrize("bits", [4, 8, 24])
-def test_fast_dac_codes_equal_the_xbar_rule_at_and_near_ties(bits, input_range):
+def test_fast_dac_codes_equal_the_xbar_rule_at_and_near_ties(bits, input_range, width):
     q = 2 ** (bits - 1) - 1
     rng = np.random.default_rng(bits)
     x = rng.standard_normal((40, 64)).astype(np.float32)      # 64 positions, 40 inputs each
@@ -65,7 +73,9 @@ def test_fast_dac_codes_equal_the_xbar_rule_at_and_near_ties(bits, input_range):
                                    (6.988866806030273, 3.4944334030151367)], start=30):
         x[:, lp] = np.float32(x_)
         x[0, lp] = np.float32(s_)
-    got, scale = _fields(x, bits, input_range)
+    assert (width < field_kernels._ROW_MIN_WIDTH) == (width == 4)
+    assert (width < field_kernels._WIDE_MAX_WIDTH) == (width <= 8)
+    got, scale = _fields(x, bits, input_range, width)
     want, s_want = xbar_dac(x.T, bits, input_range)
     np.testing.assert_array_equal(got.T.astype(np.float64), want)
     np.testing.assert_array_equal(scale, s_want)
