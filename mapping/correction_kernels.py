@@ -111,7 +111,8 @@ def _window_means(x, xs, b, cg, ho, wo, pooled, xp, accf):  # pragma: no cover -
     output). Stride 1: the channel is copied into a zero-padded flat ``xp``
     ``((H + 2 ph) * (W + 2 pw),)`` and each tap is one contiguous add over ``accf``
     ``(ho * (W + 2 pw),)`` (output rows at the padded width; the extra columns are dropped).
-    Other strides: tap by tap over output rows, indices as in :func:`_gather_fields`. ``cg``
+    Other strides: tap by tap over output rows, the taps inside the input from
+    :func:`mapping.window_kernels._col_range` (uint64 indices, no negative-index fix-up). ``cg``
     is the correction's geometry (:func:`correct_write`); ``ho, wo`` the pooled size.
     """
     kh, kw, sh, sw, pt, pl = cg[0], cg[1], cg[2], cg[3], cg[4], cg[5]

@@ -119,16 +119,14 @@ class PostOps:
         pool: int64 ``(8,)`` ``(kh, kw, sh, sw, ph, pw, dh, dw)`` of the max-pool, or None.
         affine: float64 ``(2, C)`` ``alpha, beta`` of a folded batch-norm, or None.
         correction: A digital correction (:class:`mapping.correction.ConvCorrection`) applied
-            to the conv's output first (before ReLU and pool; not with ``affine``), or None.
-            Conv kernels only: :meth:`apply_torch` has no conv input to pool.
+            to the conv's output first (before the affine, ReLU and pool), or None. Conv
+            kernels only: :meth:`apply_torch` has no conv input to pool.
     """
 
     def __init__(self, relu: bool = False, pool: nn.MaxPool2d | None = None,
                  affine: np.ndarray | None = None, correction=None) -> None:
         self.relu = bool(relu)
         self.correction = correction
-        if correction is not None and affine is not None:
-            raise ValueError("a correction and a batch-norm affine are not fused together")
         self._corr = correction.kernel_arrays() if correction is not None else _NO_CORRECTION
         self.pool = None
         self.affine = (None if affine is None

@@ -19,11 +19,13 @@ The check on a probe batch (:func:`install_fusion`):
 Before those, a module that is a digital correction of a crossbar conv (its
 ``fused_correction()`` returns a :class:`mapping.correction.ConvCorrection`, e.g. a
 CorrectNet compensated layer) is replaced by its base conv, whose kernel then applies the
-correction (pool, generator, ReLU, compensator) and the ``nn.ReLU`` / ``nn.MaxPool2d`` after
-the module in a plain ``nn.Sequential`` before writing its output. Its float32 sums run in
-another order than torch's, so each is checked on the probe against the module's own output
-on the same input, to the same :data:`BN_RTOL` (:func:`_agrees`); one that disagrees stays in
-torch.
+correction (pool, generator, ReLU, compensator) and, after the module in a plain
+``nn.Sequential``, a foldable batch-norm (VGG's conv-BN-ReLU layout), the ``nn.ReLU`` and
+the ``nn.MaxPool2d`` before writing its output. Its float32 sums run in another order than
+torch's, so each is checked on the probe against the module's own output on the same input,
+to the same :data:`BN_RTOL` (:func:`_agrees`), and the fold against the batch-norm's output;
+a correction that disagrees stays in torch, a fold that disagrees leaves the batch-norm
+(and what follows it) in torch.
 The whole-network check above then runs on the model with the corrections in place (their
 different last bits can flip a downstream ADC / DAC code, which a logits check could not
 tell from an error).
@@ -179,11 +181,13 @@ def corrections(model: nn.Module, entries) -> list:
     """Modules that say (``fused_correction()``) they are a digital correction of a crossbar conv.
 
     Only modules without hooks whose :class:`mapping.correction.ConvCorrection` names one of
-    the run's crossbar convs (``entries``); inside a plain ``nn.Sequential`` the
-    ``nn.ReLU`` / ``nn.MaxPool2d`` right after the module are taken as its post-ops.
+    the run's crossbar convs (``entries``); inside a plain ``nn.Sequential`` a foldable
+    batch-norm right after the module (:func:`foldable_batchnorm`), then an ``nn.ReLU`` /
+    ``nn.MaxPool2d``, are taken as its post-ops.
 
     Returns:
-        ``[(parent, key, module, spec, relu, pool, [(sequential, key), ...])]``.
+        ``[(parent, key, module, spec, bn, relu, pool, [(sequential, key), ...])]``, ``bn``
+        the batch-norm's ``(key, module)`` or None (its key is not in the list).
     """
     ours = {id(layer) for _, layer in entries}
     found, bases = [], set()
@@ -195,22 +199,30 @@ def corrections(model: nn.Module, entries) -> list:
             spec = correction_of(m)
             if spec is None or id(spec.base) not in ours or id(spec.base) in bases:
                 continue
-            relu, pool, keys = (_post_at(parent, items, i + 1) if type(parent) is nn.Sequential
-                                else (False, None, []))
+            bn, relu, pool, keys = None, False, None, []
+            if type(parent) is nn.Sequential:
+                j = i + 1
+                if j < len(items) and foldable_batchnorm(items[j][1], spec.base):
+                    bn, j = items[j], j + 1
+                relu, pool, keys = _post_at(parent, items, j)
             bases.add(id(spec.base))
-            found.append((parent, key, m, spec, relu, pool, keys))
+            found.append((parent, key, m, spec, bn, relu, pool, keys))
     return found
 
 
 def _install_corrections(model, states, entries, probe, saved: list) -> set:
     """Fuse each correction that agrees with its module into its base conv's kernel.
 
-    The probe batch runs once as the model is, recording each module's input and output;
-    a correction is fused when the base's kernel with the correction as its post-op gives,
-    on that input, the module's output within :data:`BN_RTOL` (:func:`_agrees`). It is then
-    installed: the module replaced by its base (whose post-ops are the correction and the
-    ReLU / max-pool after the module, those replaced by ``nn.Identity``). Modules the probe
-    does not reach, or whose pool does not fit the input, stay as they are.
+    The probe batch runs once as the model is, recording each module's input and output
+    (and the output of a batch-norm after it); a correction is fused when the base's kernel
+    with the correction as its post-op gives, on that input, the module's output within
+    :data:`BN_RTOL` (:func:`_agrees`). A batch-norm after the module is folded in too when
+    the kernel with the correction and the fold gives the batch-norm's output within the
+    same tolerance; only then are a ReLU / max-pool after it fused (they follow the
+    batch-norm). The correction is then installed: the module replaced by its base (whose
+    post-ops are the correction, the fold, the ReLU / max-pool), the folded modules replaced
+    by ``nn.Identity``. Modules the probe does not reach, or whose pool does not fit the
+    input, stay as they are.
 
     Args:
         model: The network.
@@ -226,29 +238,36 @@ def _install_corrections(model, states, entries, probe, saved: list) -> set:
     found = corrections(model, entries)
     if not found:
         return set()
-    seen = {}
+    seen, seen_bn = {}, {}
 
-    def record(i):
+    def record(store, i):
         def hook(_m, args, out):
-            seen.setdefault(i, (args[0] if args else None, out))
+            store.setdefault(i, (args[0] if args else None, out))
         return hook
 
-    hooked_forward(model, probe, [f[2].register_forward_hook(record(i))
-                                  for i, f in enumerate(found)])
+    hooks = [f[2].register_forward_hook(record(seen, i)) for i, f in enumerate(found)]
+    hooks += [f[4][1].register_forward_hook(record(seen_bn, i))
+              for i, f in enumerate(found) if f[4] is not None]
+    hooked_forward(model, probe, hooks)
     bases = set()
-    for i, (parent, key, m, spec, relu, pool, keys) in enumerate(found):
+    for i, (parent, key, m, spec, bn, relu, pool, keys) in enumerate(found):
         x, ref = seen.get(i, (None, None))
         if (not isinstance(x, torch.Tensor) or not isinstance(ref, torch.Tensor)
                 or x.dim() != 4 or not spec.fits(x.shape[2], x.shape[3])):
             continue
         st = states[id(spec.base)]
-        st.post = PostOps(correction=spec)
-        with torch.no_grad():
-            got = spec.base(x)
-        if not _agrees(got, ref, exact=False):
-            st.post = None
+        if not _fused_agrees(st, spec, x, ref, PostOps(correction=spec)):
             continue
-        st.post = PostOps(relu, pool, correction=spec)
+        affine = batchnorm_affine(bn[1]) if bn is not None else None
+        if affine is not None and not _fused_agrees(
+                st, spec, x, seen_bn.get(i, (None, None))[1],
+                PostOps(affine=affine, correction=spec)):
+            affine = None
+        if bn is not None and affine is None:
+            relu, pool, keys = False, None, []      # they follow the batch-norm in torch
+        elif bn is not None:
+            keys = [(parent, bn[0])] + keys
+        st.post = PostOps(relu, pool, affine, correction=spec)
         saved.append((parent, key, m))
         parent._modules[key] = spec.base
         for p, k in keys:
@@ -256,6 +275,23 @@ def _install_corrections(model, states, entries, probe, saved: list) -> set:
             p._modules[k] = nn.Identity()
         bases.add(id(spec.base))
     return bases
+
+
+def _fused_agrees(st, spec, x, ref, post: PostOps) -> bool:
+    """Whether ``spec.base`` with ``post`` gives ``ref`` on ``x`` within :data:`BN_RTOL`.
+
+    Leaves ``st.post`` None when it does not.
+    """
+    if not isinstance(ref, torch.Tensor):
+        st.post = None
+        return False
+    st.post = post
+    with torch.no_grad():
+        got = spec.base(x)
+    if _agrees(got, ref, exact=False):
+        return True
+    st.post = None
+    return False
 
 
 def install_fusion(model, states, entries, probe) -> list:

@@ -196,8 +196,8 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
         relu: 1 = apply ``max(y, 0)`` (NaN kept).
         pool: int64 ``(8,)`` max-pool ``(kh, kw, sh, sw, ph, pw, dh, dw)``; ``kh == 0``: none.
         cg: int64 ``(8,)`` digital correction geometry (:func:`correct_write`); ``cg[6] == 0``:
-            none. With one, ``y`` is corrected (``aff`` must then be ``(2, 0)``) before the
-            ReLU and max-pool; its input part is computed once per image for all samples.
+            none. With one, ``y`` is corrected before the affine, ReLU and max-pool; its
+            input part is computed once per image for all samples.
         cw: float32 packed correction weights (:func:`correct_write`).
         out: float32 ``(S, B, O, Hq, Wq)``, written in place (``Hq, Wq = ho, wo`` without pool).
     """

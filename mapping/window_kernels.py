@@ -1,8 +1,9 @@
 """Index arithmetic of a sliding window over an unpadded input, shared by the Numba kernels.
 
-:func:`_col_range` is the range of output columns whose tap falls inside the input: the conv
-kernels' receptive-field gather (:mod:`mapping.kernels`) and the correction's average pool
-(:mod:`mapping.correction_kernels`) write zeros, or nothing, outside it.
+:func:`_col_range` is the range of output columns whose tap falls inside the input: the
+correction's average pool (:mod:`mapping.correction_kernels`) reads the unpadded conv input
+and skips the taps outside it. (The conv kernels' own fields read a zero-padded copy,
+:mod:`mapping.field_kernels`.)
 """
 
 from __future__ import annotations

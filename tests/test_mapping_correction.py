@@ -293,13 +293,10 @@ def test_documented_errors():
     with pytest.raises(BackendError, match="pool does not give this conv's output size"):
         fused_forward(LayerStatics(padded), padded, torch.randn(1, 2, 5, 5),
                       sample_weights(padded)[None], post=PostOps(correction=spec))
-    with pytest.raises(ValueError, match="not fused together"):
-        PostOps(affine=np.ones((2, 3)), correction=spec)
 
 
-def test_correction_before_a_batch_norm_fuses_without_post_ops(installed):
-    # conv-BN-ReLU-pool with the conv compensated (VGG's layout): the correction runs in the
-    # conv kernel alone, the batch-norm in torch, the ReLU / max-pool in the Numba post-op
+def _conv_bn_net():
+    """conv-BN-ReLU-pool-linear with the conv compensated (VGG's layout), and its data."""
     torch.manual_seed(8)
     net = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 4 * 4, 5))
@@ -314,10 +311,43 @@ def test_correction_before_a_batch_norm_fuses_without_post_ops(installed):
     x = torch.randn(60, 2, 8, 8, generator=g)
     with torch.no_grad():
         y = comp.eval()(x).argmax(1)
-    analog = convert_to_crossbar(comp, CFG8)
-    data = [(x[:30], y[:30]), (x[30:], y[30:])]
+    return convert_to_crossbar(comp, CFG8), [(x[:30], y[:30]), (x[30:], y[30:])]
+
+
+@pytest.fixture
+def layout(monkeypatch):
+    """The module types of the (Sequential) model right after each run fused its corrections."""
+    runs = []
+    real = fusion._install_corrections
+
+    def spy(model, *args):
+        bases = real(model, *args)
+        runs.append([type(m).__name__ for m in model])
+        return bases
+    monkeypatch.setattr(fusion, "_install_corrections", spy)
+    return runs
+
+
+def test_a_batch_norm_after_a_correction_is_folded_with_the_relu_and_pool(layout):
+    # the correction, the batch-norm, the ReLU and the max-pool all run in the conv kernel
+    analog, data = _conv_bn_net()
     fast = run_monte_carlo(analog, data, samples=2, seed=4, progress=False)
     ref = run_monte_carlo(analog, data, samples=2, seed=4, progress=False, engine="reference")
-    assert installed == [1]
+    assert layout == [["CrossbarConv2d", "Identity", "Identity", "Identity", "Flatten",
+                       "CrossbarLinear"]]
     np.testing.assert_array_equal(fast.accuracies, ref.accuracies)
     assert isinstance(analog[0], CompensatedLayer) and type(analog[1]) is nn.BatchNorm2d
+    assert type(analog[2]) is nn.ReLU and type(analog[3]) is nn.MaxPool2d   # put back
+
+
+def test_a_fold_that_disagrees_leaves_the_batch_norm_and_what_follows_in_torch(
+        layout, monkeypatch):
+    analog, data = _conv_bn_net()
+    real = fusion.batchnorm_affine
+    monkeypatch.setattr(fusion, "batchnorm_affine", lambda bn: real(bn) * 1.01)
+    fast = run_monte_carlo(analog, data, samples=2, seed=4, progress=False)
+    ref = run_monte_carlo(analog, data, samples=2, seed=4, progress=False, engine="reference")
+    # the correction alone in the kernel; the ReLU / max-pool after the batch-norm in Numba
+    assert layout == [["CrossbarConv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Flatten",
+                       "CrossbarLinear"]]
+    np.testing.assert_array_equal(fast.accuracies, ref.accuracies)
