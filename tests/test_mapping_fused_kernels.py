@@ -1,7 +1,8 @@
 """The fused conv kernels' DAC, zero padding and batch-norm fold against plain oracles.
 
 * the fast DAC (one multiply per input, an exact redo near rounding ties) gives xbar's codes
-  bit for bit (``naive.xbar_dac``), ties and near-ties included;
+  bit for bit (``naive.xbar_dac``), ties and near-ties included, and every receptive field
+  of a conv (strides, dilation, padding; each gather loop) is ``F.unfold``'s, coded so;
 * zero padding read inside the kernel equals the kernel on a padded copy, bit for bit;
 * an eval-mode ``BatchNorm2d`` folded into the conv's post-ops equals torch's batch-norm
   within ``mapping.fusion.BN_RTOL`` (bit for bit where torch's CPU kernel uses fused
@@ -79,6 +80,48 @@ def test_fast_dac_codes_equal_the_xbar_rule_at_and_near_ties(bits, input_range, 
     want, s_want = xbar_dac(x.T, bits, input_range)
     np.testing.assert_array_equal(got.T.astype(np.float64), want)
     np.testing.assert_array_equal(scale, s_want)
+
+
+FIELD_GEOMETRIES = [  # (C, H, W, conv kwargs, gather loop of field_kernels._gather)
+    (3, 40, 36, dict(kernel_size=3, stride=2, padding=1), "rows"),          # Wo 18, stride 2
+    (2, 20, 20, dict(kernel_size=5, padding=2), "rows"),                     # Wo 20
+    (3, 12, 11, dict(kernel_size=3, dilation=2, padding=2), "padded rows"),  # Wo 11
+    (6, 14, 14, dict(kernel_size=5), "padded rows"),                         # LeNet-5 conv2
+    (3, 20, 21, dict(kernel_size=3, stride=(1, 2)), "rows"),                 # Wo 10, stride 2
+    (2, 9, 13, dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0)), "table"),  # Wo 6
+    (4, 5, 5, dict(kernel_size=3, padding=1), "table"),                      # Wo 5
+]
+
+
+@pytest.mark.parametrize("input_range", [None, 1.5])
+@pytest.mark.parametrize("c, h, w, kw, loop", FIELD_GEOMETRIES)
+def test_field_codes_equal_im2col_then_the_xbar_dac(c, h, w, kw, loop, input_range):
+    # every receptive field's codes and scale, bit for bit, against F.unfold of the padded
+    # input and the DAC oracle, through each gather loop, with strides, dilation, padding
+    layer = CrossbarConv2d.from_float(nn.Conv2d(c, 4, **kw), CFG8)
+    g = torch.Generator().manual_seed(c * h + w)
+    x = torch.randn(1, c, h, w, generator=g)
+    x[:, :, ::3] = torch.relu(x[:, :, ::3])                 # zeros, as after a ReLU
+    ho, wo = layer.output_size(h, w)
+    left, _, top, _ = layer.pad_amounts()
+    geom = np.array([*layer.kernel_size, *layer.stride, *layer.dilation, ho, wo, top, left],
+                    dtype=np.int64)
+    is_unit = tuple(layer.stride) == (1, 1)
+    got_loop = ("table" if wo < field_kernels._ROW_MIN_WIDTH else "padded rows"
+                if is_unit and wo < field_kernels._WIDE_MAX_WIDTH else "rows")
+    assert got_loop == loop
+    n_k, n_l = c * layer.kernel_size[0] * layer.kernel_size[1], ho * wo
+    periph = np.array([1.0, 127.0, input_range or 0.0, 127.0])
+    pm = np.full((n_k, n_l), np.nan, np.float32)
+    sc, sd, inv = (np.empty(n_l) for _ in range(3))
+    field_kernels._quantised_fields(np.ascontiguousarray(x.numpy())[None], 0, 0, geom, periph,
+                                    pm, sc, sd, inv, field_kernels.field_scratch(c, geom),
+                                    field_kernels.tap_tables(geom, c))
+    fields = F.unfold(layer.padded_input(x), layer.kernel_size, dilation=layer.dilation,
+                      stride=layer.stride)[0]            # (K, L)
+    want, s_want = xbar_dac(fields.T.numpy(), 8, input_range)
+    np.testing.assert_array_equal(pm.T.astype(np.float64), want)
+    np.testing.assert_array_equal(sc, s_want)
 
 
 @pytest.mark.parametrize("kw", [dict(padding=2), dict(padding=(1, 2), stride=2),
