@@ -21,6 +21,7 @@ from torch import nn
 import mapping
 from mapping import (CrossbarConv2d, convert_to_crossbar, crossbar_layers, field_kernels,
                      fusion, kernels)
+from mapping.errors import BackendError
 from mapping.execution import FusedExecution
 from mapping.fastpath import (LayerStatics, PostOps, batchnorm_affine, fused_forward,
                               sample_weights)
@@ -333,3 +334,20 @@ def test_channel_and_position_kernels_agree_bit_for_bit(cfg):
         outs.append(out)
     assert len(st.bounds) == 5
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_an_output_buffer_is_written_in_place_and_a_bad_one_is_refused():
+    torch.manual_seed(0)
+    layer = CrossbarConv2d.from_float(nn.Conv2d(2, 3, 3, padding=1), CFG8)
+    layer.program(1)
+    st, wt = LayerStatics(layer), sample_weights(layer)[None]
+    x = torch.randn(4, 2, 6, 5)
+    want = fused_forward(st, layer, x, wt)
+    buffer = np.full(want.numel() + 7, np.nan, np.float32)
+    got = fused_forward(st, layer, x, wt, buffer=buffer)
+    assert torch.equal(got, want)
+    assert np.shares_memory(got.numpy(), buffer) and np.isnan(buffer[want.numel():]).all()
+    for bad in (np.empty(want.numel() - 1, np.float32), np.empty(want.numel(), np.float64),
+                np.empty((want.numel(), 2), np.float32)[:, 0]):
+        with pytest.raises(BackendError, match="output buffer must be contiguous float32"):
+            fused_forward(st, layer, x, wt, buffer=bad)
