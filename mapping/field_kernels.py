@@ -40,6 +40,8 @@ _ROW_MIN_WIDTH = 8
 #: Outputs narrower than this (and at least :data:`_ROW_MIN_WIDTH`) at unit stride are coded
 #: over whole padded rows, then copied (:func:`_gather`).
 _WIDE_MAX_WIDTH = 16
+#: :func:`_gather_loop`'s answers: index table, padded rows, row by row.
+_TABLE, _PADDED_ROWS, _ROWS = 0, 1, 2
 
 
 @njit(cache=True)
@@ -190,7 +192,8 @@ def _gather(scratch, tables, geom, inv, sd, levels, mode, pm):  # pragma: no cov
     n_l = off.shape[0]
     xpf = xp.reshape(-1)
     near = 0
-    if wo < _ROW_MIN_WIDTH:
+    loop = _gather_loop(geom, mode)
+    if loop == _TABLE:
         for k in range(kbase.shape[0]):
             kb, pk = kbase[k], pm[k]
             for lp in range(n_l):
@@ -198,7 +201,7 @@ def _gather(scratch, tables, geom, inv, sd, levels, mode, pm):  # pragma: no cov
                 pk[lp] = v
                 near += nr
         return near
-    if _wide_rows(geom, mode):
+    if loop == _PADDED_ROWS:
         wp = xp.shape[2]
         for oh in range(ho):
             for ow in range(wo):
@@ -232,10 +235,18 @@ def _gather(scratch, tables, geom, inv, sd, levels, mode, pm):  # pragma: no cov
 
 
 @njit(cache=True)
-def _wide_rows(geom, mode):  # pragma: no cover - compiled
-    """Whether :func:`_gather` takes the padded-row loop (unit stride, a DAC, mid widths)."""
-    return (mode != 0 and geom[2] == 1 and geom[3] == 1
-            and _ROW_MIN_WIDTH <= geom[7] < _WIDE_MAX_WIDTH)
+def _gather_loop(geom, mode):  # pragma: no cover - compiled
+    """The loop :func:`_gather` takes: :data:`_TABLE`, :data:`_PADDED_ROWS` or :data:`_ROWS`.
+
+    The index table below :data:`_ROW_MIN_WIDTH` output columns; the padded rows below
+    :data:`_WIDE_MAX_WIDTH` at unit stride with a DAC (``mode != 0``); else row by row.
+    """
+    wo = geom[7]
+    if wo < _ROW_MIN_WIDTH:
+        return _TABLE
+    if mode != 0 and geom[2] == 1 and geom[3] == 1 and wo < _WIDE_MAX_WIDTH:
+        return _PADDED_ROWS
+    return _ROWS
 
 
 @njit(cache=True)

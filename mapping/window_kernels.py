@@ -1,4 +1,4 @@
-"""Index arithmetic of a sliding window over an unpadded input, shared by the Numba kernels.
+"""Index arithmetic of a sliding window over an unpadded input (the correction's pool).
 
 :func:`_col_range` is the range of output columns whose tap falls inside the input: the
 correction's average pool (:mod:`mapping.correction_kernels`) reads the unpadded conv input

@@ -200,18 +200,23 @@ def _lenet(pool="receptive"):
     return model, [(x[:40], y[:40]), (x[40:], y[40:])]
 
 
-@pytest.fixture
-def installed(monkeypatch):
-    """The crossbar convs whose corrections each fused run installed."""
+def _spy_installs(monkeypatch, what):
+    """``what(model, bases)`` after each fused run installed its corrections, in a list."""
     runs = []
     real = fusion._install_corrections
 
-    def spy(*args):
-        bases = real(*args)
-        runs.append(len(bases))
+    def spy(model, *args):
+        bases = real(model, *args)
+        runs.append(what(model, bases))
         return bases
     monkeypatch.setattr(fusion, "_install_corrections", spy)
     return runs
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """The crossbar convs whose corrections each fused run installed."""
+    return _spy_installs(monkeypatch, lambda model, bases: len(bases))
 
 
 @pytest.mark.parametrize("cfg", ["ideal", "8-bit"])
@@ -317,15 +322,7 @@ def _conv_bn_net():
 @pytest.fixture
 def layout(monkeypatch):
     """The module types of the (Sequential) model right after each run fused its corrections."""
-    runs = []
-    real = fusion._install_corrections
-
-    def spy(model, *args):
-        bases = real(model, *args)
-        runs.append([type(m).__name__ for m in model])
-        return bases
-    monkeypatch.setattr(fusion, "_install_corrections", spy)
-    return runs
+    return _spy_installs(monkeypatch, lambda model, bases: [type(m).__name__ for m in model])
 
 
 def test_a_batch_norm_after_a_correction_is_folded_with_the_relu_and_pool(layout):

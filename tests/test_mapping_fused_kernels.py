@@ -107,10 +107,9 @@ def test_field_codes_equal_im2col_then_the_xbar_dac(c, h, w, kw, loop, input_ran
     left, _, top, _ = layer.pad_amounts()
     geom = np.array([*layer.kernel_size, *layer.stride, *layer.dilation, ho, wo, top, left],
                     dtype=np.int64)
-    is_unit = tuple(layer.stride) == (1, 1)
-    got_loop = ("table" if wo < field_kernels._ROW_MIN_WIDTH else "padded rows"
-                if is_unit and wo < field_kernels._WIDE_MAX_WIDTH else "rows")
-    assert got_loop == loop
+    loops = {"table": field_kernels._TABLE, "padded rows": field_kernels._PADDED_ROWS,
+             "rows": field_kernels._ROWS}
+    assert field_kernels._gather_loop(geom, 1) == loops[loop]
     n_k, n_l = c * layer.kernel_size[0] * layer.kernel_size[1], ho * wo
     periph = np.array([1.0, 127.0, input_range or 0.0, 127.0])
     pm = np.full((n_k, n_l), np.nan, np.float32)
