@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import converter_kernels, kernels, postop_kernels
+from . import converter_kernels, field_blocks, kernels, postop_kernels
 from .errors import BackendError
 
 
@@ -224,12 +224,28 @@ def fused_forward(st: LayerStatics, layer, x: torch.Tensor, wt: np.ndarray, *,
         out = buffer.reshape(-1)[:size].reshape(shape)
     args = (xn, wt, st.bounds, st.gain, st.step, st.bias, st.periph, geom, *post.kernel_args(),
             out)
-    # vectorise over positions when there are many (or few channels), else over channels
-    if st.n_out < 32 or ho * wo >= 64:
-        kernels.analog_conv_positions(*args)
+    kernel, nb = conv_kernel(st, geom)
+    if kernel is kernels.analog_conv_interleaved:
+        kernel(*args, nb)
     else:
-        kernels.analog_conv_forward(*args)
+        kernel(*args)
     return torch.from_numpy(out)
+
+
+def conv_kernel(st: LayerStatics, geom: np.ndarray) -> tuple:
+    """(The conv kernel for this layer and output size, images per interleaved block).
+
+    Narrow outputs run interleaved blocks of images
+    (:func:`mapping.kernels.analog_conv_interleaved`, ``nb > 1`` from
+    :func:`mapping.field_blocks.block_images`); else positions are vectorised when there are
+    many (or few channels), channels otherwise.
+    """
+    nb = int(field_blocks.block_images(geom, st.bounds[-1], st.periph))
+    if nb > 1:
+        return kernels.analog_conv_interleaved, nb
+    if st.n_out < 32 or geom[6] * geom[7] >= 64:
+        return kernels.analog_conv_positions, 1
+    return kernels.analog_conv_forward, 1
 
 
 def fused_matmul(st: LayerStatics, rows: torch.Tensor, wt: np.ndarray) -> torch.Tensor:
@@ -292,6 +308,9 @@ def warmup() -> float:
     for fn in (kernels.analog_conv_forward, kernels.analog_conv_positions):
         fn(x, *args, *_NO_CORRECTION, out)
         fn(x, *args[:-3], _NO_AFFINE, 1, pool, *corr, out)
+    nb = field_blocks.block_images(geom, 4, periph)
+    kernels.analog_conv_interleaved(x, *args, *_NO_CORRECTION, out, nb)
+    kernels.analog_conv_interleaved(x, *args[:-3], _NO_AFFINE, 1, pool, *corr, out, nb)
     postop_kernels.relu_maxpool(x[0], 1, pool, np.empty((1, 1, 2, 2), np.float32))
     xr = np.ones((2, 4), np.float32)
     s = np.empty(2)

@@ -1,14 +1,16 @@
 """Fused analog conv kernels of the Monte-Carlo fast path (im2col + DAC + tiled MAC + ADC).
 
-Two conv kernels never materialise the im2col matrix: per image they gather the receptive
+The conv kernels never materialise the im2col matrix: per image they gather the receptive
 fields into a local block and DAC-quantise them once (:mod:`mapping.field_kernels`: xbar's
 codes bit for bit, zero padding in a per-block padded copy) and multiply them with the
 effective weights of ``S`` device samples (the Monte-Carlo samples share the input's
-quantisation). Both can apply a folded batch-norm
-affine, a ReLU and a max-pool to their output (:mod:`mapping.postop_kernels`);
-:func:`analog_conv_positions` vectorises over output positions, :func:`analog_conv_forward`
-over output channels (deep layers with few positions). Both can also apply a digital 1x1
-correction of their output before the ReLU / max-pool (:mod:`mapping.correction_kernels`,
+quantisation). Each can apply a folded batch-norm affine, a ReLU and a max-pool to its
+output (:mod:`mapping.postop_kernels`). :func:`analog_conv_positions` vectorises over output
+positions, :func:`analog_conv_forward` over output channels (deep layers with few
+positions), :func:`analog_conv_interleaved` over the positions of a block of images
+interleaved (outputs at most 16 wide, :mod:`mapping.field_blocks`);
+:func:`mapping.fastpath.conv_kernel` picks one. Each can also apply a digital 1x1
+correction of its output before the ReLU / max-pool (:mod:`mapping.correction_kernels`,
 :mod:`mapping.correction`): its input part (the receptive average pool of the conv's input)
 once per image, the rest per sample. Each bit-line sum goes through the ADC rule of
 :mod:`mapping.converter_kernels`, which also holds the row-wise DAC / ADC of linear layers.
@@ -39,6 +41,7 @@ from numba import njit, prange
 
 from .converter_kernels import _adc
 from .correction_kernels import _correction_input, _correction_scratch, correct_write
+from .field_blocks import block_row, block_scratch, quantised_block
 from .field_kernels import _quantised_fields, field_scratch, tap_tables
 from .postop_kernels import _post_write
 
@@ -233,6 +236,88 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
                     _post_write(cz, aff, relu, pool, ho, wo, out[smp, b])
                 else:
                     _post_write(y, aff, relu, pool, ho, wo, out[smp, b])
+
+
+@njit(parallel=True, cache=True)
+def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, relu, pool,
+                            cg, cw, out, nb):  # pragma: no cover - compiled
+    """:func:`analog_conv_positions` on blocks of ``nb`` images interleaved (narrow outputs).
+
+    The same maths, bit for bit: per block, the fields of ``nb`` images are quantised into
+    one ``(K, L * nb)`` block, position-major (:func:`mapping.field_blocks.quantised_block`;
+    rows padded to :func:`~mapping.field_blocks.block_row`), so every loop over positions
+    runs ``L * nb`` long. Per sample, the bit-line sums and the ADC of the whole block
+    (:func:`_conv_sample`) and a digital correction of it (:func:`correct_write`: each
+    position's column on its own, so the same values as per image), then each image's
+    output is taken out of the block and post-processed as in
+    :func:`analog_conv_positions`.
+
+    Args:
+        x: Input, float32 ``(SX, B, C, H, W)``, unpadded (as :func:`analog_conv_positions`).
+        wt: Effective weights, transposed, float32 ``(S, K, O)``.
+        bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
+        gain: float64 ``(n_row_tiles, O)`` ADC gain.
+        step: float64 ``(n_row_tiles, O)`` ADC step.
+        bias: Digital bias, float32 ``(O,)``.
+        periph: float64 ``(4,)`` converter constants.
+        geom: int64 ``(10,)`` geometry, unit column stride.
+        aff: float64 ``(2, O)`` affine after the bias, or ``(2, 0)``: none.
+        relu: 1 = apply ``max(y, 0)``.
+        pool: int64 ``(8,)`` max-pool; ``kh == 0``: none.
+        cg: int64 ``(8,)`` digital correction geometry; ``cg[6] == 0``: none.
+        cw: float32 packed correction weights (:func:`correct_write`).
+        out: Output, float32 ``(S, B, O, Hq, Wq)``, written in place.
+        nb: Images per block, :func:`mapping.field_blocks.block_images` (>= 1).
+    """
+    n_sx, n_b = x.shape[0], x.shape[1]
+    n_s, n_k, n_o = wt.shape
+    ho, wo = geom[6], geom[7]
+    n_l = ho * wo
+    n_g = (n_b + nb - 1) // nb                  # blocks per input sample
+    per = max(1, _BLOCK // nb)                  # blocks per parallel work item
+    n_items = n_sx * n_g
+    tables = tap_tables(geom, x.shape[2])
+    n_row = block_row(n_l * nb)
+    for w in prange((n_items + per - 1) // per):
+        pm = np.zeros((n_k, n_row), dtype=np.float32)    # columns past L * nb stay 0
+        sc = np.ones(n_row, dtype=np.float64)
+        inv = np.empty(n_row, dtype=np.float64)
+        scratch = block_scratch(x.shape[2], n_k, geom, nb)
+        single = field_scratch(x.shape[2], geom)
+        acc = np.empty((4, n_row), dtype=np.float32)
+        tot = np.empty((4, n_row), dtype=np.float64)
+        y = np.empty((n_o, n_row), dtype=np.float32)
+        y1 = np.empty((n_o, n_l), dtype=np.float32)
+        # a correction runs on the whole block too: its input part per image, interleaved
+        cxp, cacc, cp, ct, _, _, _ = _correction_scratch(x, cg, n_o, ho, wo)
+        n_m, r_c = cg[6], n_row if cg[6] > 0 else 0
+        tb = np.zeros((n_m, r_c), dtype=np.float32)
+        gb = np.empty((n_m, r_c), dtype=np.float32)
+        zb = np.empty((n_o if n_m > 0 else 0, r_c), dtype=np.float32)
+        pb = np.empty((4, r_c), dtype=np.float32)
+        for item in range(w * per, min(n_items, (w + 1) * per)):
+            xs = item // n_g
+            b0 = (item - xs * n_g) * nb
+            n_real = min(nb, n_b - b0)
+            quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch, single, tables)
+            for bb in range(n_real if n_m > 0 else 0):
+                _correction_input(x, xs, b0 + bb, cg, cw, ho, wo, cp, cxp, cacc, ct)
+                for m in range(n_m):
+                    for lp in range(n_l):
+                        tb[m, lp * nb + bb] = ct[m, lp]
+            s_lo = 0 if n_sx == 1 else xs
+            s_hi = n_s if n_sx == 1 else xs + 1
+            for smp in range(s_lo, s_hi):
+                _conv_sample(pm, wt, smp, bounds, gain, step, bias, periph[3], sc, acc, tot, y)
+                if n_m > 0:
+                    correct_write(y, x.shape[2], cg, cw, tb, gb, zb, pb)   # per column
+                yz = zb if n_m > 0 else y
+                for bb in range(n_real):
+                    for o in range(n_o):
+                        yo, y1o = yz[o], y1[o]
+                        for lp in range(n_l):
+                            y1o[lp] = yo[lp * nb + bb]
+                    _post_write(y1, aff, relu, pool, ho, wo, out[smp, b0 + bb])
 
 
 @njit(parallel=True, cache=True)
