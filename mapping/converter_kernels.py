@@ -15,8 +15,11 @@ conv kernels take it (:mod:`mapping.kernels`): ``dac_mode`` 1 = inputs scaled pe
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from xbar.kernels import dac_code
+
+#: Input vectors per parallel work item of :func:`dac_rows` and :func:`adc_rows`.
+_ROWS = 64
 
 
 @njit(cache=True, inline="always")
@@ -27,11 +30,11 @@ def _adc(acc, gain, step, adc_levels):  # pragma: no cover - compiled
     return np.float64(acc) * step
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def dac_rows(x, periph, codes, scales):  # pragma: no cover - compiled
     """DAC of a batch of input vectors (xbar's rule), for the BLAS path of linear layers.
 
-    Serial on purpose: the work is small and a parallel region's wake-up costs more.
+    Parallel over blocks of :data:`_ROWS` vectors (each vector's codes as xbar's).
 
     Args:
         x: float32 ``(N, K)`` inputs.
@@ -39,31 +42,34 @@ def dac_rows(x, periph, codes, scales):  # pragma: no cover - compiled
         codes: float32 ``(N, K)`` output: integer codes (or ``x / s``, or ``x`` if mode 0).
         scales: float64 ``(N,)`` output: ``s`` per vector (1 if mode 0).
     """
-    n_k = x.shape[1]
+    n_n, n_k = x.shape
     dac_mode, dac_levels, input_range = periph[0], periph[1], periph[2]
-    for b in range(x.shape[0]):
-        if dac_mode <= 0:
-            scales[b] = 1.0
+    for blk in prange((n_n + _ROWS - 1) // _ROWS):
+        for b in range(blk * _ROWS, min(n_n, (blk + 1) * _ROWS)):
+            if dac_mode <= 0:
+                scales[b] = 1.0
+                for k in range(n_k):
+                    codes[b, k] = x[b, k]
+                continue
+            s = input_range
+            if s <= 0:
+                s = 0.0
+                for k in range(n_k):
+                    s = max(s, abs(np.float64(x[b, k])))
+            scales[b] = s
             for k in range(n_k):
-                codes[b, k] = x[b, k]
-            continue
-        s = input_range
-        if s <= 0:
-            s = 0.0
-            for k in range(n_k):
-                s = max(s, abs(np.float64(x[b, k])))
-        scales[b] = s
-        for k in range(n_k):
-            codes[b, k] = (np.float32(dac_code(np.float64(x[b, k]), s, dac_levels)) if s > 0
-                           else 0.0)
+                codes[b, k] = (np.float32(dac_code(np.float64(x[b, k]), s, dac_levels))
+                               if s > 0 else 0.0)
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def adc_rows(p, gain, step, adc_levels, scales, bias, out):  # pragma: no cover - compiled
     """ADC per tile column, digital sum over row tiles, rescale and bias (xbar's rule).
 
     ``out[n, o] = s_n * sum_t step[t, o] * clip(rint(p[t, n, o] * gain[t, o]), -L, L) + b[o]``
-    (``adc_levels == 0``: no rounding or clipping, ``gain`` ignored).
+    (``adc_levels == 0``: no rounding or clipping, ``gain`` ignored). The sum over ``t``
+    ascending per output, vectorised over outputs, parallel over blocks of :data:`_ROWS`
+    vectors.
 
     Args:
         p: float32 ``(n_row_tiles, N, O)`` bit-line sums.
@@ -75,10 +81,14 @@ def adc_rows(p, gain, step, adc_levels, scales, bias, out):  # pragma: no cover 
         out: float32 ``(N, O)`` output.
     """
     n_t, n_n, n_o = p.shape
-    for n in range(n_n):
-        s = scales[n]
-        for o in range(n_o):
-            acc = 0.0
+    for blk in prange((n_n + _ROWS - 1) // _ROWS):
+        acc = np.empty(n_o)
+        for n in range(blk * _ROWS, min(n_n, (blk + 1) * _ROWS)):
+            acc[:] = 0.0
             for t in range(n_t):
-                acc += _adc(p[t, n, o], gain[t, o], step[t, o], adc_levels)
-            out[n, o] = np.float32(acc * s + bias[o])
+                pt, gt, st = p[t, n], gain[t], step[t]
+                for o in range(n_o):
+                    acc[o] += _adc(pt[o], gt[o], st[o], adc_levels)
+            s = scales[n]
+            for o in range(n_o):
+                out[n, o] = np.float32(acc[o] * s + bias[o])

@@ -297,3 +297,23 @@ def batchnorm_cumulative_stats(batches):
         means.append(mu)
         variances.append(((flat - mu[:, None]) ** 2).sum(axis=1) / (n - 1))
     return np.mean(means, axis=0), np.mean(variances, axis=0)
+
+
+def adc_tile_sum(p, gain, step, adc_levels, scales, bias):
+    """Per-tile ADC of bit-line sums, summed over tiles, rescaled: (N, O) float32.
+
+    p: (n_row_tiles, N, O) sums; gain, step: (n_row_tiles, O); adc_levels 0 = ideal.
+    ``out[n, o] = float32(s_n * sum_t step * clip(rint(p * gain), -L, L) + b_o)``, t ascending.
+    """
+    n_t, n_n, n_o = p.shape
+    out = np.empty((n_n, n_o), dtype=np.float32)
+    for n in range(n_n):
+        for o in range(n_o):
+            acc = 0.0
+            for t in range(n_t):
+                v = float(p[t, n, o])
+                if adc_levels > 0:
+                    v = min(max(np.rint(v * gain[t, o]), -adc_levels), adc_levels)
+                acc += v * step[t, o]
+            out[n, o] = np.float32(acc * scales[n] + float(bias[o]))
+    return out

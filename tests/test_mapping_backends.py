@@ -15,8 +15,9 @@ from mapping import (
     convert_to_crossbar,
     crossbar_layers,
 )
+from mapping import converter_kernels
 from mapping.fastpath import LayerStatics, fused_forward, sample_weights
-from naive import xbar_matmul
+from naive import adc_tile_sum, xbar_dac, xbar_matmul
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 
 
@@ -69,6 +70,33 @@ def test_torch_backend_matches_naive_crossbar_oracle():
     ref = xbar_matmul(x.numpy(), w_eff, target, 16, 8, 6) + lin.bias.detach().numpy()
     with torch.no_grad():
         _assert_close_lsb(layer(x), torch.from_numpy(ref))
+
+
+@pytest.mark.parametrize("dac, adc, input_range", [(8, 6, None), (6, None, 1.5),
+                                                    (None, 5, None), (None, None, None)])
+def test_linear_dac_and_adc_rows_equal_the_oracles(dac, adc, input_range):
+    # the fused linear layers' converters, parallel over blocks of vectors (200 rows: three
+    # full blocks and a short one), bit for bit against the DAC and ADC written as loops
+    rng = np.random.default_rng(5)
+    c = dataclasses.replace(cfg(dac=dac, adc=adc),
+                            dac=DACConfig(bits=dac, input_range=input_range))
+    st = LayerStatics(CrossbarLinear.from_float(nn.Linear(37, 11), c))
+    x = rng.standard_normal((200, 37)).astype(np.float32)
+    x[3] = 0.0
+    codes, scales = np.empty_like(x), np.empty(200)
+    converter_kernels.dac_rows(x, st.periph, codes, scales)
+    if st.dac_mode:
+        want, s_want = xbar_dac(x, dac, input_range)
+        np.testing.assert_array_equal(codes, want.astype(np.float32))
+        np.testing.assert_array_equal(scales, s_want)
+    else:
+        np.testing.assert_array_equal(codes, x)
+        np.testing.assert_array_equal(scales, 1.0)
+    p = (rng.standard_normal((len(st.bounds) - 1, 200, 11)) * 40).astype(np.float32)
+    out = np.empty((200, 11), np.float32)
+    converter_kernels.adc_rows(p, st.gain, st.step, st.q_adc, scales, st.bias, out)
+    np.testing.assert_array_equal(out, adc_tile_sum(p, st.gain, st.step, st.q_adc, scales,
+                                                    st.bias))
 
 
 def wide_net():
