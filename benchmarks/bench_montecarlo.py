@@ -4,11 +4,13 @@ LeNet-5 on the 10,000 Fashion-MNIST test images, sigma 0.5 (weight-level lognorm
 tiles, 8-bit DAC and ADC. Plain torch inference of the same network on the same images is timed
 in the same run with ``torch.set_num_threads`` equal to Numba's thread count.
 
-A second table compares networks (``--network-samples N`` device samples each, 0 = skip):
-LeNet-5, LeNet-5 with CorrectNet compensation on conv1 and conv2 (ratio 1), VGG16 with
-batch-norm at 1/8 width (and full width with ``--device cuda``), ideal and 8-bit DAC/ADC,
-sigma 0.5: seconds per device sample, the ratio to a plain torch pass of the same
-network, and the compensated network's time over the uncompensated one's.
+A second table compares networks: LeNet-5, LeNet-5 with CorrectNet compensation on conv1 and
+conv2 (ratio 1), VGG16 with batch-norm at 1/8 width (and full width with ``--device cuda``),
+ideal and 8-bit DAC/ADC, sigma 0.5. It runs ``--rounds R`` rounds; a round runs every network
+in turn, ``--network-samples N`` device samples (0 = skip the table) then one plain torch pass
+of the same network, so each ratio compares times taken under the same machine load. Per row:
+the median seconds per device sample, the median of the per-round ratios to the torch pass
+and to LeNet-5's sample of the same round (the compensated network's cost), with their ranges.
 
 Run: ``.venv/bin/python benchmarks/bench_montecarlo.py [--samples 250] [--train-epochs 1]``
 """
@@ -94,12 +96,12 @@ def vgg16_bn(width: int = 8, in_channels: int = 1) -> nn.Module:
                          nn.Linear(hidden, 10)).eval()
 
 
-def torch_seconds(model: nn.Module, data) -> float:
-    """Best of 3 plain torch passes over ``data`` (seconds)."""
+def torch_seconds(model: nn.Module, data, passes: int = 3) -> float:
+    """Best of ``passes`` plain torch passes over ``data`` (seconds), after one warm-up batch."""
     with torch.no_grad():
         model(data[0][0])
         times = []
-        for _ in range(3):
+        for _ in range(passes):
             t = time.perf_counter()
             for xb, _ in data:
                 model(xb)
@@ -107,9 +109,31 @@ def torch_seconds(model: nn.Module, data) -> float:
     return min(times)
 
 
+def timed_round(analog: nn.Module, net: nn.Module, data, dev_data, samples: int,
+                seed: int) -> tuple[float, float, float]:
+    """One round of a network: ``samples`` device samples, then one plain torch pass.
+
+    Returns (Monte-Carlo seconds per sample, torch pass seconds, mean accuracy). The torch
+    pass right after the Monte-Carlo run sees the same machine load, so their ratio is
+    steadier than either time on a shared machine.
+    """
+    res = mapping.run_monte_carlo(analog, data, samples=samples, seed=seed, progress=False)
+    return res.seconds / samples, torch_seconds(net, dev_data, passes=1), res.mean
+
+
+def _median_range(values: list[float]) -> tuple[float, float, float]:
+    return float(np.median(values)), min(values), max(values)
+
+
 def network_table(model: nn.Module, data, samples: int, device: str = "cpu",
-                  only: str | None = None) -> None:
-    """Print seconds per device sample per network and periphery (see the module doc)."""
+                  only: str | None = None, rounds: int = 5) -> None:
+    """Print seconds per device sample per network and periphery (see the module doc).
+
+    Per periphery, ``rounds`` rounds run every network in turn (``samples`` device samples
+    with seed = round, then one torch pass of the same network); a row reports the
+    medians over the rounds and the range of the per-round ratios (to the torch pass, and
+    to LeNet-5's sample in the same round).
+    """
     nets = {"LeNet-5": model}
     comp = compensated(model)
     if comp is None:
@@ -122,28 +146,43 @@ def network_table(model: nn.Module, data, samples: int, device: str = "cpu",
         nets["VGG16 BN (full width)"] = vgg16_bn(1)
     if only:
         nets = {k: v for k, v in nets.items() if any(w in k for w in only.split(","))}
-    periphery = {"ideal": {}, "8-bit": {"dac": DACConfig(bits=8), "adc": ADCConfig(bits=8)}}
-    rows, base = [], {}
+    periphery = {"ideal": {"dac": DACConfig(bits=None), "adc": ADCConfig(bits=None)},
+                 "8-bit": {"dac": DACConfig(bits=8), "adc": ADCConfig(bits=8)}}
+    dev_data = [(xb.to(device), yb.to(device)) for xb, yb in data]
+    rows = []
     for pname, kw in periphery.items():
         cfg = XbarConfig(tile=TileConfig(128, 128),
                          device=DeviceConfig(sigma=0.5, level="weight"), **kw)
+        analogs, engines = {}, {}
         for name, net in nets.items():
-            analog = mapping.convert_to_crossbar(net, cfg).to(device)
-            dev_data = [(xb.to(device), yb.to(device)) for xb, yb in data]
-            mapping.run_monte_carlo(analog, [data[0]], samples=1, progress=False)  # warm
-            res = mapping.run_monte_carlo(analog, data, samples=samples, seed=0,
-                                          progress=False)
-            t_torch = torch_seconds(net.to(device), dev_data)
-            per = res.seconds / samples
-            base.setdefault(pname, per)     # the first row kept is the reference
-            rows.append((name, pname, res.engine, per, per / t_torch, per / base[pname],
-                         100 * res.mean))
-    print(f"bench_montecarlo networks: sigma 0.5, tiles 128x128, {samples} samples, "
-          f"{sum(len(b[1]) for b in data)} images")
-    print(f"  {'network':<30} {'DAC/ADC':<7} {'engine':<9} {'s/sample':>9} {'/torch':>7} "
-          f"{'/LeNet-5':>9} {'acc %':>7}")
-    for name, pname, eng, per, rt, rb, acc in rows:
-        print(f"  {name:<30} {pname:<7} {eng:<9} {per:>9.3f} {rt:>7.2f} {rb:>9.2f} {acc:>7.2f}")
+            net.to(device)
+            analogs[name] = mapping.convert_to_crossbar(net, cfg).to(device)
+            engines[name] = mapping.run_monte_carlo(analogs[name], [data[0]], samples=1,
+                                                    progress=False).engine   # warm
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in nets}
+        for r in range(rounds):
+            for name, net in nets.items():
+                runs[name].append(timed_round(analogs[name], net, data, dev_data, samples, r))
+        lenet = runs.get("LeNet-5")         # absent when --only leaves it out
+        for name in nets:
+            per = [p for p, _, _ in runs[name]]
+            rows.append((name, pname, engines[name], _median_range(per),
+                         float(np.median([t for _, t, _ in runs[name]])),
+                         _median_range([p / t for p, t, _ in runs[name]]),
+                         None if lenet is None else
+                         _median_range([p / f[0] for p, f in zip(per, lenet)]),
+                         100 * float(np.mean([a for _, _, a in runs[name]]))))
+    print(f"bench_montecarlo networks: sigma 0.5, tiles 128x128, {rounds} rounds of "
+          f"{samples} samples (seed = round) each followed by one torch pass, "
+          f"{sum(len(b[1]) for b in data)} images; medians over rounds, [min-max] of the "
+          "per-round ratios")
+    print(f"  {'network':<30} {'DAC/ADC':<7} {'engine':<6} {'s/sample':>8} {'torch s':>8} "
+          f"{'/torch':>6} {'[range]':>11} {'/LeNet-5':>8} {'[range]':>11} {'acc %':>6}")
+    for name, pname, eng, per, tt, rt, rb, acc in rows:
+        vs_lenet = (f"{'-':>8} {'':>11}" if rb is None else
+                    f"{rb[0]:>8.2f} {f'[{rb[1]:.2f}-{rb[2]:.2f}]':>11}")
+        print(f"  {name:<30} {pname:<7} {eng:<6} {per[0]:>8.3f} {tt:>8.3f} {rt[0]:>6.2f} "
+              f"{f'[{rt[1]:.2f}-{rt[2]:.2f}]':>11} {vs_lenet} {acc:>6.2f}")
 
 
 def train(model: nn.Module, epochs: int) -> None:
@@ -169,9 +208,12 @@ def main() -> None:
     ap.add_argument("--reference-samples", type=int, default=2,
                     help="samples timed on the plain layer path (program + evaluate, numba "
                          "backend through xbar.TiledCrossbar.matmul); 0 = skip")
-    ap.add_argument("--network-samples", type=int, default=20,
-                    help="samples per row of the network table (LeNet-5 with and without "
-                         "compensation, VGG16/8 with BN, ideal and 8-bit); 0 = skip")
+    ap.add_argument("--network-samples", type=int, default=8,
+                    help="samples per round and row of the network table (LeNet-5 with and "
+                         "without compensation, VGG16/8 with BN, ideal and 8-bit); 0 = skip")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds of the network table (every network in turn, each "
+                         "followed by a torch pass; medians reported)")
     ap.add_argument("--device", default="cpu",
                     help="device of the network table ('cuda' adds full-width VGG16)")
     ap.add_argument("--data-dir", default=str(DATA), help="Fashion-MNIST IDX directory")
@@ -185,9 +227,11 @@ def main() -> None:
         x, y = load("t10k")
         data = [(x[i:i + args.batch], y[i:i + args.batch])
                 for i in range(0, len(y), args.batch)]
+        mapping.set_threads(numba.get_num_threads())
         mapping.warmup()
         torch.manual_seed(0)
-        network_table(lenet5().eval(), data, args.network_samples, args.device, args.only)
+        network_table(lenet5().eval(), data, args.network_samples, args.device, args.only,
+                      args.rounds)
         return
 
     threads = numba.get_num_threads()
@@ -256,7 +300,8 @@ def main() -> None:
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
     if args.network_samples:
-        network_table(model, data, args.network_samples, args.device, args.only)
+        network_table(model, data, args.network_samples, args.device, args.only,
+                      args.rounds)
 
 
 if __name__ == "__main__":

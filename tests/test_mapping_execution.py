@@ -23,7 +23,8 @@ from mapping.fusion import NumbaPostOps
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 
 CONFIGS = {
-    "ideal": XbarConfig(tile=TileConfig(64, 32), device=DeviceConfig(sigma=0.5)),
+    "ideal": XbarConfig(tile=TileConfig(64, 32), device=DeviceConfig(sigma=0.5),
+                        dac=DACConfig(bits=None), adc=ADCConfig(bits=None)),
     "8-bit": XbarConfig(tile=TileConfig(64, 32), device=DeviceConfig(sigma=0.5),
                         dac=DACConfig(bits=8), adc=ADCConfig(bits=8)),
 }
