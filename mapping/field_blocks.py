@@ -31,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .field_kernels import _F32_MAX, _TIE_MARGIN, _quantised_fields, _tap, padded_size
+from .field_kernels import (_F32_MAX, _TIE_MARGIN, _quantised_fields, _rows_max, _tap,
+                            padded_size)
 
 #: Outputs wider than this run per image (their rows are long enough already).
 _MAX_WIDTH = 16
@@ -140,16 +141,7 @@ def _block_scales(amax, geom, nb, rowmax, sc):  # pragma: no cover - compiled
             o = j * dw * nb
             for q in range(n):
                 rr[np.uint64(q)] = max(rr[np.uint64(q)], ar[np.uint64(o + q)])
-    for oh in range(ho):
-        s0 = oh * n
-        r0 = rowmax[oh * sh]
-        for q in range(n):
-            sc[np.uint64(s0 + q)] = r0[np.uint64(q)]
-        for i in range(1, kh):
-            ri = rowmax[oh * sh + i * dh]
-            for q in range(n):
-                p = np.uint64(s0 + q)
-                sc[p] = max(sc[p], np.float64(ri[np.uint64(q)]))
+    _rows_max(rowmax, kh, sh, dh, ho, n, sc)
 
 
 @njit(cache=True)

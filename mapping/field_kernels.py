@@ -135,16 +135,22 @@ def _window_scales(amax, geom, rowmax, sc):  # pragma: no cover - compiled
         for j in range(1, kw):
             for ow in range(wo):
                 rr[np.uint64(ow)] = max(rr[np.uint64(ow)], ar[np.uint64(ow * sw + j * dw)])
+    _rows_max(rowmax, kh, sh, dh, ho, wo, sc)
+
+
+@njit(cache=True)
+def _rows_max(rowmax, kh, sh, dh, ho, n, sc):  # pragma: no cover - compiled
+    """``sc[oh * n + q] = max_i rowmax[oh * sh + i * dh, q]`` over ``i < kh`` (float64)."""
     for oh in range(ho):
-        lp0 = oh * wo
+        s0 = oh * n
         r0 = rowmax[oh * sh]
-        for ow in range(wo):
-            sc[np.uint64(lp0 + ow)] = r0[np.uint64(ow)]
+        for q in range(n):
+            sc[np.uint64(s0 + q)] = r0[np.uint64(q)]
         for i in range(1, kh):
             ri = rowmax[oh * sh + i * dh]
-            for ow in range(wo):
-                lp = np.uint64(lp0 + ow)
-                sc[lp] = max(sc[lp], np.float64(ri[np.uint64(ow)]))
+            for q in range(n):
+                p = np.uint64(s0 + q)
+                sc[p] = max(sc[p], np.float64(ri[np.uint64(q)]))
 
 
 @njit(cache=True, inline="always")
