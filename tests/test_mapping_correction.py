@@ -224,7 +224,9 @@ def test_fused_compensated_lenet_fuses_both_corrections_and_matches_the_referenc
         cfg, installed):
     model, data = _lenet()
     config = CFG8 if cfg == "8-bit" else XbarConfig(tile=TileConfig(64, 32),
-                                                    device=DeviceConfig(sigma=0.5))
+                                                    device=DeviceConfig(sigma=0.5),
+                                                    dac=DACConfig(bits=None),
+                                                    adc=ADCConfig(bits=None))
     analog = convert_to_crossbar(model, config)
     with torch.no_grad():
         mapping.program(analog, 0)

@@ -38,7 +38,8 @@ def teacher_data(model, n=120, batch=40):
 
 
 CONFIGS = {
-    "ideal": XbarConfig(tile=TileConfig(64, 32), device=DeviceConfig(sigma=0.5)),
+    "ideal": XbarConfig(tile=TileConfig(64, 32), device=DeviceConfig(sigma=0.5),
+                        dac=DACConfig(bits=None), adc=ADCConfig(bits=None)),
     "8-bit": XbarConfig(tile=TileConfig(64, 32), device=DeviceConfig(sigma=0.5),
                         dac=DACConfig(bits=8), adc=ADCConfig(bits=8)),
 }
