@@ -67,3 +67,7 @@ __all__ = [
     "lognormal_weight", "mark_digital", "program", "program_ideal", "resample",
     "run_monte_carlo", "select_layers", "set_backend", "unconverted_layers", "warmup",
 ]
+
+from .kernel_cache import refresh as _refresh_kernel_cache
+
+_refresh_kernel_cache()     # a changed kernel file empties every fused kernel's cache

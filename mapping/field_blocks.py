@@ -22,8 +22,8 @@ copied in. Codes and scales are therefore xbar's bit for bit, as per image.
 
 Only unit column stride (``sw == 1``) keeps a run contiguous; :func:`block_images` answers 1
 (per-image kernels) otherwise. ``periph`` and ``geom`` as in :mod:`mapping.kernels`.
-Numba's on-disk cache of a kernel that calls these is keyed to its own file: after an edit
-here, clear ``mapping/__pycache__``.
+Numba keys a cached kernel to its own file; :mod:`mapping.kernel_cache` empties the caches
+of the kernels that call these when this file changes.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ of a half-integer. Such taps are counted; with any, or with a NaN / infinite inp
 with NaN depends on the order), the fields are gathered raw and quantised as written
 (:func:`_dac_fields_exact`, a division per input). Every path gives xbar's codes bit for bit.
 
-``periph`` and ``geom`` as in :mod:`mapping.kernels`. Numba's on-disk cache of a kernel that
-calls these is keyed to its own file: after an edit here, clear ``mapping/__pycache__``.
+``periph`` and ``geom`` as in :mod:`mapping.kernels`. Numba keys a cached kernel to its own
+file; :mod:`mapping.kernel_cache` empties the callers' caches when this file changes.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ Arguments common to the conv kernels, packed so that the signatures stay short:
 
 Kernels take contiguous arrays and scalars only; the validating wrapper is
 :func:`mapping.fastpath.fused_forward`. Maths as in :mod:`mapping.torch_ops`.
-Numba's on-disk cache of a kernel here is keyed to this file only: after an edit to a kernel
-it calls from another module, clear ``mapping/__pycache__`` (or touch this file).
+Numba keys a cached kernel to this file only; :mod:`mapping.kernel_cache` empties these
+kernels' caches when a kernel they call from another module changes.
 """
 
 from __future__ import annotations
