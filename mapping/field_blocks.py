@@ -31,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .field_kernels import (_F32_MAX, _TIE_MARGIN, _quantised_fields, _rows_max, _tap,
-                            padded_size)
+from .field_kernels import (_F32_MAX, _TIE_MARGIN, _divisors, _quantised_fields, _rows_max,
+                            _tap, field_scratch, padded_size)
 
 #: Outputs wider than this run per image (their rows are long enough already).
 _MAX_WIDTH = 16
@@ -74,12 +74,13 @@ def block_scratch(n_c, n_k, geom, nb):  # pragma: no cover - compiled
 
     ``(xp, amax, rowmax, sd, single)``: the padded, interleaved images (zero border), their
     channel max, the row maxima of :func:`_block_scales`, the divisor per position of the
-    block row (:func:`block_row`), and ``single = (pm, sc, sd, inv)`` of one image for the
-    exact fallback.
+    block row (:func:`block_row`), and ``single = (pm, sc, sd, inv, field_scratch)`` of one
+    image for the exact fallback (:func:`mapping.field_kernels.field_scratch`).
     """
     hp, wp = padded_size(geom)
     n_l = geom[6] * geom[7]
-    single = (np.empty((n_k, n_l), np.float32), np.empty(n_l), np.empty(n_l), np.empty(n_l))
+    single = (np.empty((n_k, n_l), np.float32), np.empty(n_l), np.empty(n_l), np.empty(n_l),
+              field_scratch(n_c, geom))
     return (np.zeros((n_c, hp, wp * nb), np.float32), np.zeros((hp, wp * nb), np.float32),
             np.zeros((hp, geom[7] * nb), np.float32), np.ones(block_row(n_l * nb)), single)
 
@@ -172,13 +173,12 @@ def _gather_block(xp, geom, nb, inv, sd, levels, mode, pm):  # pragma: no cover 
 
 
 @njit(cache=True)
-def _exact_block(x, xs, b0, nb, geom, periph, pm, sc, scratch, single_scratch,
+def _exact_block(x, xs, b0, nb, geom, periph, pm, sc, scratch,
                  tables):  # pragma: no cover - compiled
     """Every image of the block through the per-image rule, copied into the block layout."""
-    pm1, sc1, sd1, inv1 = scratch[4]
+    pm1, sc1, sd1, inv1, fields = scratch[4]
     for bb in range(min(nb, x.shape[1] - b0)):
-        _quantised_fields(x, xs, b0 + bb, geom, periph, pm1, sc1, sd1, inv1, single_scratch,
-                          tables)
+        _quantised_fields(x, xs, b0 + bb, geom, periph, pm1, sc1, sd1, inv1, fields, tables)
         for k in range(pm1.shape[0]):
             for lp in range(pm1.shape[1]):
                 pm[k, lp * nb + bb] = pm1[k, lp]
@@ -187,7 +187,7 @@ def _exact_block(x, xs, b0, nb, geom, periph, pm, sc, scratch, single_scratch,
 
 
 @njit(cache=True)
-def quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch, single_scratch,
+def quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch,
                     tables):  # pragma: no cover - compiled
     """The receptive fields of images ``x[xs, b0:b0 + nb]``, DAC-quantised, into ``pm``.
 
@@ -203,9 +203,8 @@ def quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch, single_sc
         sc: float64 ``(R,)`` output scale ``s`` per position (1 without a DAC).
         inv: float64 ``(R,)`` scratch (``levels / s``).
         scratch: :func:`block_scratch`.
-        single_scratch: :func:`mapping.field_kernels.field_scratch` of this layer (the
-            exact fallback, one image at a time).
-        tables: :func:`mapping.field_kernels.tap_tables` of this layer (the same).
+        tables: :func:`mapping.field_kernels.tap_tables` of this layer (the exact fallback,
+            one image at a time).
     """
     xp, amax, rowmax, sd = scratch[0], scratch[1], scratch[2], scratch[3]
     nan = _pad_block(x, xs, b0, nb, geom, xp, amax)
@@ -219,9 +218,7 @@ def quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch, single_sc
             sc[:] = periph[2]
         else:
             _block_scales(amax, geom, nb, rowmax, sc)
-        for p in range(sc.shape[0]):
-            sd[p] = sc[p] if sc[p] > 0 else 1.0
-            inv[p] = levels / sd[p]
+        _divisors(sc, levels, sd, inv)
         if _gather_block(xp, geom, nb, inv, sd, levels, 1 + int(periph[2] > 0), pm) == 0:
             return
-    _exact_block(x, xs, b0, nb, geom, periph, pm, sc, scratch, single_scratch, tables)
+    _exact_block(x, xs, b0, nb, geom, periph, pm, sc, scratch, tables)

@@ -288,6 +288,17 @@ def _dac_fields_exact(pm, periph, sc, sd):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _divisors(sc, levels, sd, inv):  # pragma: no cover - compiled
+    """Per position the DAC divisor ``sd = s`` and ``inv = levels / sd``.
+
+    ``sd = 1`` where ``s == 0`` (an all-zero field, coded to 0).
+    """
+    for lp in range(sc.shape[0]):
+        sd[lp] = sc[lp] if sc[lp] > 0 else 1.0
+        inv[lp] = levels / sd[lp]
+
+
+@njit(cache=True)
 def _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, scratch,
                       tables):  # pragma: no cover - compiled
     """The receptive fields of image ``x[xs, b]``, DAC-quantised, into ``pm`` ``(K, L)``.
@@ -306,9 +317,7 @@ def _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, scratch,
             sc[:] = periph[2]
         else:
             _window_scales(amax, geom, rowmax, sc)
-        for lp in range(sc.shape[0]):
-            sd[lp] = sc[lp] if sc[lp] > 0 else 1.0
-            inv[lp] = levels / sd[lp]
+        _divisors(sc, levels, sd, inv)
         if _gather(scratch, tables, geom, inv, sd, levels, 1 + int(periph[2] > 0), pm) == 0:
             return
     _gather(scratch, tables, geom, inv, sd, levels, 0, pm)

@@ -252,22 +252,8 @@ def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, 
     output is taken out of the block and post-processed as in
     :func:`analog_conv_positions`.
 
-    Args:
-        x: Input, float32 ``(SX, B, C, H, W)``, unpadded (as :func:`analog_conv_positions`).
-        wt: Effective weights, transposed, float32 ``(S, K, O)``.
-        bounds: Row-tile boundaries along ``K``, int64 ``(n_row_tiles + 1,)``.
-        gain: float64 ``(n_row_tiles, O)`` ADC gain.
-        step: float64 ``(n_row_tiles, O)`` ADC step.
-        bias: Digital bias, float32 ``(O,)``.
-        periph: float64 ``(4,)`` converter constants.
-        geom: int64 ``(10,)`` geometry, unit column stride.
-        aff: float64 ``(2, O)`` affine after the bias, or ``(2, 0)``: none.
-        relu: 1 = apply ``max(y, 0)``.
-        pool: int64 ``(8,)`` max-pool; ``kh == 0``: none.
-        cg: int64 ``(8,)`` digital correction geometry; ``cg[6] == 0``: none.
-        cw: float32 packed correction weights (:func:`correct_write`).
-        out: Output, float32 ``(S, B, O, Hq, Wq)``, written in place.
-        nb: Images per block, :func:`mapping.field_blocks.block_images` (>= 1).
+    Arguments as :func:`analog_conv_positions` (``geom`` with unit column stride), and ``nb``
+    the images per block, :func:`mapping.field_blocks.block_images` (>= 1).
     """
     n_sx, n_b = x.shape[0], x.shape[1]
     n_s, n_k, n_o = wt.shape
@@ -283,7 +269,6 @@ def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, 
         sc = np.ones(n_row, dtype=np.float64)
         inv = np.empty(n_row, dtype=np.float64)
         scratch = block_scratch(x.shape[2], n_k, geom, nb)
-        single = field_scratch(x.shape[2], geom)
         acc = np.empty((4, n_row), dtype=np.float32)
         tot = np.empty((4, n_row), dtype=np.float64)
         y = np.empty((n_o, n_row), dtype=np.float32)
@@ -299,7 +284,7 @@ def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, 
             xs = item // n_g
             b0 = (item - xs * n_g) * nb
             n_real = min(nb, n_b - b0)
-            quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch, single, tables)
+            quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch, tables)
             for bb in range(n_real if n_m > 0 else 0):
                 _correction_input(x, xs, b0 + bb, cg, cw, ho, wo, cp, cxp, cacc, ct)
                 for m in range(n_m):

@@ -81,7 +81,6 @@ def test_block_codes_equal_im2col_then_the_xbar_dac(c, h, w, kw, pname, nb):
         sc, inv = np.full(row, np.nan), np.empty(row)
         field_blocks.quantised_block(xn, 0, b0, nb, geom, st.periph, pm, sc, inv,
                                      field_blocks.block_scratch(c, n_k, geom, nb),
-                                     field_kernels.field_scratch(c, geom),
                                      field_kernels.tap_tables(geom, c))
         for bb in range(min(nb, 7 - b0)):
             got, got_s = pm[:, bb:n_l * nb:nb], sc[bb:n_l * nb:nb]
