@@ -6,7 +6,10 @@ CorrectNet's compensated layers (:mod:`mapping.correction`) run inside the conv 
 of the conv's input over each output's window (:func:`_window_means`, torch's ``avg_pool2d``
 bit for bit). The input part (:func:`_correction_input`) is computed once per image for all
 the samples sharing it, the rest per sample (:func:`correct_write`); the 1x1 sums are
-float32 in ascending channel order (:func:`_dot_rows`, :func:`_dot_block`).
+float32 in ascending channel order (:func:`_dot_block`). The interleaved kernel of narrow
+layers computes the input part of a whole block of images at once from the conv's padded
+copy of them (:func:`_block_input`) where the pool window is the conv's
+(:func:`shares_conv_window`), the same values as per image.
 :func:`_correction_scratch` allocates the scratch (empty without a correction).
 
 ``cg``: int64 ``(8,)`` ``(kh, kw, sh, sw, ph, pw, M, N)`` and ``cw`` the packed float32
@@ -37,68 +40,52 @@ def _correction_scratch(x, cg, n_o, ho, wo):  # pragma: no cover - compiled
             np.empty((on * n_c, rows), dtype=np.float32),
             np.empty((n_m, rows), dtype=np.float32), np.empty((n_m, rows), dtype=np.float32),
             np.empty((n_o if n_m > 0 else 0, rows), dtype=np.float32),
-            np.empty((4, rows), dtype=np.float32))
+            np.zeros((5, rows), dtype=np.float32))
 
 
 @njit(cache=True)
-def _dot_rows(w, o, c0, n_c, a, acc):  # pragma: no cover - compiled
-    """``acc[l] += sum_c w[o, c0 + c] * a[c, l]``, ``c`` ascending, float32, 4 rows a pass.
-
-    Each position's sum is still added one product at a time in ascending ``c`` (one
-    rounding per product and per add), as if one row were added per pass.
-    """
-    n_l = a.shape[1]
-    c4 = n_c // 4 * 4
-    for c in range(0, c4, 4):
-        w0, w1, w2, w3 = w[o, c0 + c], w[o, c0 + c + 1], w[o, c0 + c + 2], w[o, c0 + c + 3]
-        r0, r1, r2, r3 = a[c], a[c + 1], a[c + 2], a[c + 3]
-        for lp in range(n_l):
-            acc[lp] = (((acc[lp] + w0 * r0[lp]) + w1 * r1[lp]) + w2 * r2[lp]) + w3 * r3[lp]
-    for c in range(c4, n_c):
-        wv = w[o, c0 + c]
-        r = a[c]
-        for lp in range(n_l):
-            acc[lp] += wv * r[lp]
+def _weight(w, o, n_o, k, n_k):  # pragma: no cover - compiled
+    """``w[o, k]``, or ``0`` past the ``n_o`` outputs or the ``n_k`` inputs of a block."""
+    return w[o, k] if o < n_o and k < n_k else np.float32(0.0)
 
 
 @njit(cache=True)
-def _dot_block(w, o0, nb, c0, n_c, a, acc):  # pragma: no cover - compiled
-    """:func:`_dot_rows` for outputs ``o0 .. o0 + nb - 1`` into ``acc[0 .. nb - 1]``.
+def _dot_block(w, o0, nb, c0, n_c, a, zero, acc):  # pragma: no cover - compiled
+    """``acc[u, l] = sum_c w[o0 + u, c0 + c] * a[c, l]`` for ``u < nb <= 2``, float32.
 
-    Four outputs and four rows of ``a`` per pass over the positions when ``nb == 4`` (the
-    inputs read once for four outputs); the same sums, in the same order, as
-    :func:`_dot_rows` per output.
+    Each position's sum starts at ``+0`` and adds one product at a time in ascending ``c``
+    (one rounding per product and per add): torch's order for one part of a 1x1 conv. Two
+    outputs and four rows of ``a`` per pass over the positions: with their eight weights,
+    four input rows and two sums, one pass fits AVX2's sixteen vector registers. Past the
+    last row of ``a`` a pass reads ``zero`` (an all-zero row) with weight ``0``: it adds
+    ``+0``, which leaves every sum as it is (a sum that starts at ``+0`` is never ``-0``);
+    row 1 of ``acc`` (``(2, L)`` scratch) gets junk when ``nb == 1``.
     """
-    if nb != 4:
-        for u in range(nb):
-            _dot_rows(w, o0 + u, c0, n_c, a, acc[u])
-        return
     n_l = a.shape[1]
-    c4 = n_c // 4 * 4
-    q0, q1, q2, q3 = acc[0], acc[1], acc[2], acc[3]
-    for c in range(0, c4, 4):
+    o_hi = o0 + nb
+    k_hi = c0 + n_c
+    q0, q1 = acc[0], acc[1]
+    for c in range(0, n_c, 4):
         k = c0 + c
-        a0, a1, a2, a3 = w[o0, k], w[o0, k + 1], w[o0, k + 2], w[o0, k + 3]
-        b0, b1, b2, b3 = w[o0 + 1, k], w[o0 + 1, k + 1], w[o0 + 1, k + 2], w[o0 + 1, k + 3]
-        d0, d1, d2, d3 = w[o0 + 2, k], w[o0 + 2, k + 1], w[o0 + 2, k + 2], w[o0 + 2, k + 3]
-        e0, e1, e2, e3 = w[o0 + 3, k], w[o0 + 3, k + 1], w[o0 + 3, k + 2], w[o0 + 3, k + 3]
-        r0, r1, r2, r3 = a[c], a[c + 1], a[c + 2], a[c + 3]
-        for lp in range(n_l):
-            va, vb, vc, vd = r0[lp], r1[lp], r2[lp], r3[lp]
-            q0[lp] = (((q0[lp] + a0 * va) + a1 * vb) + a2 * vc) + a3 * vd
-            q1[lp] = (((q1[lp] + b0 * va) + b1 * vb) + b2 * vc) + b3 * vd
-            q2[lp] = (((q2[lp] + d0 * va) + d1 * vb) + d2 * vc) + d3 * vd
-            q3[lp] = (((q3[lp] + e0 * va) + e1 * vb) + e2 * vc) + e3 * vd
-    for c in range(c4, n_c):
-        k = c0 + c
-        a0, b0, d0, e0 = w[o0, k], w[o0 + 1, k], w[o0 + 2, k], w[o0 + 3, k]
+        a0, a1 = _weight(w, o0, o_hi, k, k_hi), _weight(w, o0, o_hi, k + 1, k_hi)
+        a2, a3 = _weight(w, o0, o_hi, k + 2, k_hi), _weight(w, o0, o_hi, k + 3, k_hi)
+        b0, b1 = _weight(w, o0 + 1, o_hi, k, k_hi), _weight(w, o0 + 1, o_hi, k + 1, k_hi)
+        b2, b3 = _weight(w, o0 + 1, o_hi, k + 2, k_hi), _weight(w, o0 + 1, o_hi, k + 3, k_hi)
         r0 = a[c]
-        for lp in range(n_l):
-            v = r0[lp]
-            q0[lp] += a0 * v
-            q1[lp] += b0 * v
-            q2[lp] += d0 * v
-            q3[lp] += e0 * v
+        r1 = a[c + 1] if c + 1 < n_c else zero
+        r2 = a[c + 2] if c + 2 < n_c else zero
+        r3 = a[c + 3] if c + 3 < n_c else zero
+        if c == 0:
+            s = np.float32(0.0)
+            for lp in range(n_l):
+                va, vb, vc, vd = r0[lp], r1[lp], r2[lp], r3[lp]
+                q0[lp] = (((s + a0 * va) + a1 * vb) + a2 * vc) + a3 * vd
+                q1[lp] = (((s + b0 * va) + b1 * vb) + b2 * vc) + b3 * vd
+        else:
+            for lp in range(n_l):
+                va, vb, vc, vd = r0[lp], r1[lp], r2[lp], r3[lp]
+                q0[lp] = (((q0[lp] + a0 * va) + a1 * vb) + a2 * vc) + a3 * vd
+                q1[lp] = (((q1[lp] + b0 * va) + b1 * vb) + b2 * vc) + b3 * vd
 
 
 @njit(cache=True)
@@ -165,25 +152,79 @@ def _window_means(x, xs, b, cg, ho, wo, pooled, xp, accf):  # pragma: no cover -
 
 
 @njit(cache=True)
-def _correction_input(x, xs, b, cg, cw, ho, wo, pooled, xp, accf,
-                      t):  # pragma: no cover - compiled
+def _correction_input(x, xs, b, cg, cw, ho, wo, pooled, xp, accf, t,
+                      part):  # pragma: no cover - compiled
     """The sample-independent part of a correction: ``t = bg + Wg[:, :C] @ avg_pool(x)``.
 
-    ``pooled`` ``(C, L)``, ``xp``, ``accf`` (:func:`_window_means`) are scratch, ``t``
-    ``(M, L)`` the output (:func:`correct_write`).
+    ``pooled`` ``(C, L)``, ``xp``, ``accf`` (:func:`_window_means`) and ``part``
+    (:func:`correct_write`) are scratch, ``t`` ``(M, L)`` the output.
     """
-    n_c, n_m, n_n = x.shape[2], cg[6], cg[7]
     _window_means(x, xs, b, cg, ho, wo, pooled, xp, accf)
+    _input_part(cw, x.shape[2], cg[6], cg[7], pooled, t, part)
+
+
+@njit(cache=True)
+def shares_conv_window(geom, cg):  # pragma: no cover - compiled
+    """True when the correction's pool window is the conv's, stride 1 and dilation 1.
+
+    The pool can then read the conv's padded block of images
+    (:func:`mapping.field_blocks.block_scratch`'s ``xp``): :func:`_block_input`.
+    """
+    return (cg[6] > 0 and cg[0] == geom[0] and cg[1] == geom[1] and cg[2] == 1 and cg[3] == 1
+            and geom[2] == 1 and geom[3] == 1 and geom[4] == 1 and geom[5] == 1
+            and cg[4] == geom[8] and cg[5] == geom[9])
+
+
+@njit(cache=True)
+def _block_input(xp, nb, cg, cw, ho, wo, pooled, accf, t,
+                 part):  # pragma: no cover - compiled
+    """:func:`_correction_input` of a block of ``nb`` images interleaved, from the conv's copy.
+
+    ``xp`` ``(C, Hp, Wp * nb)``: the images zero-padded and interleaved (pixel ``(r, col)`` of
+    image ``bb`` at ``xp[c, r, col * nb + bb]``, :func:`mapping.field_blocks.quantised_block`)
+    with the pool's padding (:func:`shares_conv_window`). Per channel each tap is one add
+    over ``accf`` ``(Ho * Wp * nb,)``, ``nb`` times longer than per image, and output row
+    ``oh`` of all the images is one run of ``Wo * nb`` values: ``pooled`` ``(C, R)`` and ``t``
+    ``(M, R)`` column ``lp * nb + bb`` is position ``lp`` of image ``bb`` (``R >= L * nb``;
+    the columns past ``L * nb`` of ``pooled`` are left as they are). Each value is the per
+    image one bit for bit: the same taps in the same order, the same sums.
+    """
+    kh, kw = cg[0], cg[1]
+    n_c, n_m, n_n = xp.shape[0], cg[6], cg[7]
+    wp = xp.shape[2] // nb
+    div = np.float32(kh * kw)
+    n_q = (ho * wp - (kw - 1)) * nb     # the last row's dropped columns would read past xp
+    run = wo * nb
+    for c in range(n_c):
+        xc = xp[c].reshape(xp.shape[1] * xp.shape[2])
+        accf[:] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                off = (i * wp + j) * nb
+                for q in range(n_q):
+                    accf[q] += xc[np.uint64(q + off)]
+        pc = pooled[c]
+        for oh in range(ho):
+            src, dst = oh * wp * nb, oh * run
+            for e in range(run):
+                pc[np.uint64(dst + e)] = accf[np.uint64(src + e)] / div
+    _input_part(cw, n_c, n_m, n_n, pooled, t, part)
+
+
+@njit(cache=True)
+def _input_part(cw, n_c, n_m, n_n, pooled, t, part):  # pragma: no cover - compiled
+    """``t = bg + Wg[:, :C] @ pooled`` (:func:`_dot_block`'s order), every column."""
     wg = cw[:n_m * (n_c + n_n)].reshape(n_m, n_c + n_n)
     bg = cw[n_m * (n_c + n_n):n_m * (n_c + n_n + 1)]
-    t[:, :] = 0.0
-    for o0 in range(0, n_m, 4):
-        _dot_block(wg, o0, min(4, n_m - o0), 0, n_c, pooled, t[o0:])
-    for o in range(n_m):
-        to = t[o]
-        bo = bg[o]
-        for lp in range(to.shape[0]):
-            to[lp] = bo + to[lp]
+    n_l = pooled.shape[1]
+    for o0 in range(0, n_m, 2):
+        nb = min(2, n_m - o0)
+        _dot_block(wg, o0, nb, 0, n_c, pooled, part[4], part[0:2])
+        for u in range(nb):
+            to, pu = t[o0 + u], part[u]
+            bo = bg[o0 + u]
+            for lp in range(n_l):
+                to[lp] = bo + pu[lp]
 
 
 @njit(cache=True)
@@ -192,7 +233,7 @@ def correct_write(y, n_c, cg, cw, t, g, z, part):  # pragma: no cover - compiled
 
     ``g = max(t + Wg[:, C:] @ y, 0)`` with ``t`` from :func:`_correction_input`, then
     ``z = (bc + Wc[:, :N] @ y) + Wc[:, N:] @ g``: a 1x1 conv of each channel concat, each part
-    summed in ascending channel order (:func:`_dot_rows`) and the parts added as torch's two
+    summed in ascending channel order (:func:`_dot_block`) and the parts added as torch's two
     ``baddbmm`` calls add them (bias + first part, then + second part), float32 throughout;
     torch's BLAS sums each part in another order, so the two agree to float32 rounding.
 
@@ -205,7 +246,8 @@ def correct_write(y, n_c, cg, cw, t, g, z, part):  # pragma: no cover - compiled
         t: float32 ``(M, L)`` from :func:`_correction_input`.
         g: float32 ``(M, L)`` scratch.
         z: float32 ``(N, L)`` output.
-        part: float32 ``(4, L)`` scratch.
+        part: float32 ``(5, L')`` scratch, ``L' >= L``: two pairs of partial sums and, in
+            row 4, zeros (allocated so, never written).
     """
     n_m, n_n = cg[6], cg[7]
     n_l = y.shape[1]
@@ -214,23 +256,21 @@ def correct_write(y, n_c, cg, cw, t, g, z, part):  # pragma: no cover - compiled
     wc = cw[o1:o1 + n_n * (n_n + n_m)].reshape(n_n, n_n + n_m)
     bc = cw[o1 + n_n * (n_n + n_m):o1 + n_n * (n_n + n_m + 1)]
     zero = np.float32(0.0)
-    for o0 in range(0, n_m, 4):
-        nb = min(4, n_m - o0)
-        part[:, :] = 0.0
-        _dot_block(wg, o0, nb, n_c, n_n, y, part)
+    zrow, first, second = part[4], part[0:2], part[2:4]
+    for o0 in range(0, n_m, 2):
+        nb = min(2, n_m - o0)
+        _dot_block(wg, o0, nb, n_c, n_n, y, zrow, first)
         for u in range(nb):
-            go, to, pu = g[o0 + u], t[o0 + u], part[u]
+            go, to, pu = g[o0 + u], t[o0 + u], first[u]
             for lp in range(n_l):
                 v = to[lp] + pu[lp]
                 go[lp] = zero if v < 0 else v       # NaN kept, as torch's relu
-    z[:, :] = 0.0
-    for o0 in range(0, n_n, 4):
-        nb = min(4, n_n - o0)
-        _dot_block(wc, o0, nb, 0, n_n, y, z[o0:])
-        part[:, :] = 0.0
-        _dot_block(wc, o0, nb, n_n, n_m, g, part)
+    for o0 in range(0, n_n, 2):
+        nb = min(2, n_n - o0)
+        _dot_block(wc, o0, nb, 0, n_n, y, zrow, first)
+        _dot_block(wc, o0, nb, n_n, n_m, g, zrow, second)
         for u in range(nb):
-            zo, pu = z[o0 + u], part[u]
+            zo, pu, pv = z[o0 + u], first[u], second[u]
             bo = bc[o0 + u]
             for lp in range(n_l):
-                zo[lp] = (bo + zo[lp]) + pu[lp]
+                zo[lp] = (bo + pu[lp]) + pv[lp]

@@ -40,7 +40,8 @@ import numpy as np
 from numba import njit, prange
 
 from .converter_kernels import _adc
-from .correction_kernels import _correction_input, _correction_scratch, correct_write
+from .correction_kernels import (_block_input, _correction_input, _correction_scratch,
+                                 correct_write, shares_conv_window)
 from .field_blocks import block_row, block_scratch, quantised_block
 from .field_kernels import _quantised_fields, field_scratch, tap_tables
 from .postop_kernels import _post_write
@@ -226,7 +227,7 @@ def analog_conv_positions(x, wt, bounds, gain, step, bias, periph, geom, aff, re
             b = idx - xs * n_b
             _quantised_fields(x, xs, b, geom, periph, pm, sc, sd, inv, scratch, tables)
             if cg[6] > 0:
-                _correction_input(x, xs, b, cg, cw, ho, wo, cp, cxp, cacc, ct)
+                _correction_input(x, xs, b, cg, cw, ho, wo, cp, cxp, cacc, ct, cpart)
             s_lo = 0 if n_sx == 1 else xs
             s_hi = n_s if n_sx == 1 else xs + 1
             for smp in range(s_lo, s_hi):
@@ -248,7 +249,9 @@ def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, 
     rows padded to :func:`~mapping.field_blocks.block_row`), so every loop over positions
     runs ``L * nb`` long. Per sample, the bit-line sums and the ADC of the whole block
     (:func:`_conv_sample`) and a digital correction of it (:func:`correct_write`: each
-    position's column on its own, so the same values as per image), then each image's
+    position's column on its own, so the same values as per image; its input part once per
+    block from the padded images, :func:`mapping.correction_kernels._block_input`, where the
+    pool window is the conv's, else per image), then each image's
     output is taken out of the block and post-processed as in
     :func:`analog_conv_positions`.
 
@@ -264,6 +267,7 @@ def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, 
     n_items = n_sx * n_g
     tables = tap_tables(geom, x.shape[2])
     n_row = block_row(n_l * nb)
+    shared = shares_conv_window(geom, cg)
     for w in prange((n_items + per - 1) // per):
         pm = np.zeros((n_k, n_row), dtype=np.float32)    # columns past L * nb stay 0
         sc = np.ones(n_row, dtype=np.float64)
@@ -273,20 +277,26 @@ def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, 
         tot = np.empty((4, n_row), dtype=np.float64)
         y = np.empty((n_o, n_row), dtype=np.float32)
         y1 = np.empty((n_o, n_l), dtype=np.float32)
-        # a correction runs on the whole block too: its input part per image, interleaved
-        cxp, cacc, cp, ct, _, _, _ = _correction_scratch(x, cg, n_o, ho, wo)
+        # a correction runs on the whole block too; its input part from the block's padded
+        # images where the pool window is the conv's, else per image, interleaved
+        cxp, cacc, cp, ct, _, _, cpart = _correction_scratch(x, cg, n_o, ho, wo)
         n_m, r_c = cg[6], n_row if cg[6] > 0 else 0
+        n_pc = x.shape[2] if shared else 0
+        pooled_b = np.zeros((n_pc, n_row), dtype=np.float32)
+        accf_b = np.empty(ho * (wo + geom[1] - 1) * nb if shared else 0, dtype=np.float32)
         tb = np.zeros((n_m, r_c), dtype=np.float32)
         gb = np.empty((n_m, r_c), dtype=np.float32)
         zb = np.empty((n_o if n_m > 0 else 0, r_c), dtype=np.float32)
-        pb = np.empty((4, r_c), dtype=np.float32)
+        pb = np.zeros((5, r_c), dtype=np.float32)      # row 4 stays 0 (correct_write)
         for item in range(w * per, min(n_items, (w + 1) * per)):
             xs = item // n_g
             b0 = (item - xs * n_g) * nb
             n_real = min(nb, n_b - b0)
             quantised_block(x, xs, b0, nb, geom, periph, pm, sc, inv, scratch, tables)
-            for bb in range(n_real if n_m > 0 else 0):
-                _correction_input(x, xs, b0 + bb, cg, cw, ho, wo, cp, cxp, cacc, ct)
+            if shared:
+                _block_input(scratch[0], nb, cg, cw, ho, wo, pooled_b, accf_b, tb, pb)
+            for bb in range(n_real if n_m > 0 and not shared else 0):
+                _correction_input(x, xs, b0 + bb, cg, cw, ho, wo, cp, cxp, cacc, ct, cpart)
                 for m in range(n_m):
                     for lp in range(n_l):
                         tb[m, lp * nb + bb] = ct[m, lp]
@@ -353,7 +363,7 @@ def analog_conv_forward(x, wt, bounds, gain, step, bias, periph, geom, aff, relu
         for b in range(blk * _BLOCK, min(n_b, (blk + 1) * _BLOCK)):
             _quantised_fields(x, 0, b, geom, periph, pm, sc, sd, inv, scratch, tables)
             if cg[6] > 0:
-                _correction_input(x, 0, b, cg, cw, ho, wo, cp, cxp, cacc, ct)
+                _correction_input(x, 0, b, cg, cw, ho, wo, cp, cxp, cacc, ct, cpart)
             for lp in range(n_l):
                 # the nonzero codes of each row tile, k ascending, without a branch per code
                 # (post-ReLU inputs are about half zeros: a branch would mispredict); a zero

@@ -151,6 +151,31 @@ def mapping_conv_correction(x, y, kernel, stride, padding, wg, bg, wc, bc):
     return z
 
 
+def mapping_correction_float32(y, t, wg_y, wc, bc):
+    """The per-sample part of a 1x1 correction in float32, one rounding per product and add.
+
+    ``y`` ``(N, L)``, ``t`` ``(M, L)`` (bias + input part), ``wg_y`` ``(M, N)``, ``wc``
+    ``(N, N + M)``, ``bc`` ``(N,)``. Each sum starts at +0 and adds its products in ascending
+    channel order: ``g = max(t + sum_c wg_y[:, c] y[c], 0)`` (NaN kept),
+    ``z = (bc + sum_c wc[:, c] y[c]) + sum_m wc[:, N + m] g[m]``. Returns ``z``.
+    """
+    f = np.float32
+    y, t = np.asarray(y, f), np.asarray(t, f)
+    wg_y, wc, bc = np.asarray(wg_y, f), np.asarray(wc, f), np.asarray(bc, f)
+    n, m = y.shape[0], t.shape[0]
+
+    def part(w, a):
+        out = np.zeros((w.shape[0], a.shape[1]), f)
+        for c in range(a.shape[0]):
+            out = out + w[:, c:c + 1] * a[c]
+        return out
+
+    with np.errstate(invalid="ignore"):         # inf * 0, inf - inf: NaN, as in the kernel
+        v = t + part(wg_y, y)
+        g = np.where(v < 0, f(0), v)
+        return (bc[:, None] + part(wc[:, :n], y)) + part(wc[:, n:n + m], g)
+
+
 # ---------------------------------------------------------- correctnet oracles
 
 

@@ -28,7 +28,7 @@ from mapping import (ArgumentTypeError, BackendError, ConvCorrection, CrossbarCo
                      run_monte_carlo)
 from mapping.correction import correction_of
 from mapping.fastpath import LayerStatics, PostOps, fused_forward, sample_weights
-from naive import mapping_conv_correction
+from naive import mapping_conv_correction, mapping_correction_float32
 from xbar import ADCConfig, DACConfig, DeviceConfig, TileConfig, XbarConfig
 
 CFG8 = XbarConfig(tile=TileConfig(32, 16), device=DeviceConfig(sigma=0.5),
@@ -101,6 +101,34 @@ def test_receptive_pool_is_torch_avg_pool_bit_for_bit(geo):
                                          np.empty((h + 2 * spec.padding[0]) * wp, np.float32),
                                          np.empty(ho * wp, np.float32))
         np.testing.assert_array_equal(pooled.reshape(c, ho, wo), want[b].numpy())
+
+
+@pytest.mark.parametrize("n,m", [(1, 1), (2, 3), (3, 5), (4, 4), (5, 2), (6, 6), (7, 9),
+                                 (16, 16)])
+def test_correction_sums_are_float32_in_ascending_channel_order(n, m):
+    """correct_write against the float32 oracle bit for bit: every channel count (the
+    kernel's blocks of two outputs and four channels, padded with a zero row at weight 0),
+    special values included (NaN, inf, -0 in y and t)."""
+    rng = np.random.default_rng(n * 10 + m)
+    c, n_l = 3, 37
+    wg = rng.standard_normal((m, c + n)).astype(np.float32)
+    bg = rng.standard_normal(m).astype(np.float32)
+    wc = rng.standard_normal((n, n + m)).astype(np.float32)
+    bc = rng.standard_normal(n).astype(np.float32)
+    wg[0, -1] = -0.0
+    y = rng.standard_normal((n, n_l)).astype(np.float32)
+    t = rng.standard_normal((m, n_l)).astype(np.float32)
+    y[:, 0], t[:, 1], y[0, 2], y[-1, 3], t[0, 4] = -0.0, -0.0, np.nan, np.inf, np.nan
+    cg = np.array([1, 1, 1, 1, 0, 0, m, n], np.int64)
+    cw = np.concatenate([wg.ravel(), bg, wc.ravel(), bc])
+    g, z = np.empty((m, n_l), np.float32), np.empty((n, n_l), np.float32)
+    part = np.zeros((5, n_l + 3), np.float32)      # wider than L, as in the block kernel
+    correction_kernels.correct_write(y, c, cg, cw, t, g, z, part)
+    want = mapping_correction_float32(y, t, wg[:, c:], wc, bc)
+    np.testing.assert_array_equal(z, want)                    # NaN where the oracle has one
+    real = ~np.isnan(want)
+    np.testing.assert_array_equal(np.signbit(z[real]), np.signbit(want[real]))   # -0 too
+    assert not part[4].any()                        # the zero row stays zero
 
 
 def test_shared_input_samples_kernels_and_threads_change_nothing():

@@ -139,6 +139,9 @@ def test_interleaved_kernel_equals_the_positions_kernel(c, h, w, kw, pname):
     posts = [PostOps(), PostOps(True, pool, batchnorm_affine(bn))]
     if layer.padding_mode == "zeros" and tuple(layer.dilation) == (1, 1):
         spec = correction_spec(layer, 3, layer.kernel_size, layer.stride, layer.padding)
+        posts.append(PostOps(True, pool, correction=spec))      # the pool reads the block
+    if (ho, wo) == (h, w):      # a pool window other than the conv's: per image, scattered
+        spec = correction_spec(layer, 2, (1, 1), (1, 1), (0, 0))
         posts.append(PostOps(True, pool, correction=spec))
     for post in posts:
         for nb in (2, 4, 16):
