@@ -89,6 +89,30 @@ def _dot_block(w, o0, nb, c0, n_c, a, zero, acc):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _flat_window_means(xc, wp, nb, kh, kw, ho, wo, accf, pc):  # pragma: no cover - compiled
+    """Stride-1 window means of one zero-padded channel ``xc`` (flat, ``Wp`` columns).
+
+    ``nb`` images interleaved (pixel ``(r, col)`` of image ``bb`` at ``(r * wp + col) * nb +
+    bb``; 1: one image): each tap ``(i, j)`` in order is one contiguous add over ``accf``
+    (``Ho * Wp * nb`` at least; output rows at the padded width), then output row ``oh`` of
+    every image, ``Wo * nb`` values, divided by ``kh * kw`` into ``pc`` at ``oh * Wo * nb``.
+    """
+    div = np.float32(kh * kw)
+    n_q = (ho * wp - (kw - 1)) * nb     # the last row's dropped columns would read past xp
+    run = wo * nb
+    accf[:] = 0.0
+    for i in range(kh):
+        for j in range(kw):
+            off = (i * wp + j) * nb
+            for q in range(n_q):
+                accf[q] += xc[np.uint64(q + off)]
+    for oh in range(ho):
+        src, dst = oh * wp * nb, oh * run
+        for e in range(run):
+            pc[np.uint64(dst + e)] = accf[np.uint64(src + e)] / div
+
+
+@njit(cache=True)
 def _window_means(x, xs, b, cg, ho, wo, pooled, xp, accf):  # pragma: no cover - compiled
     """``avg_pool2d(x[xs, b], (kh, kw), (sh, sw), (ph, pw), count_include_pad=True)``.
 
@@ -104,10 +128,8 @@ def _window_means(x, xs, b, cg, ho, wo, pooled, xp, accf):  # pragma: no cover -
     """
     kh, kw, sh, sw, pt, pl = cg[0], cg[1], cg[2], cg[3], cg[4], cg[5]
     n_h, n_w = x.shape[3], x.shape[4]
-    div = np.float32(kh * kw)
     if sh == 1 and sw == 1:
         wp = n_w + 2 * pl
-        n_q = ho * wp - (kw - 1)        # the last row's dropped columns would read past xp
         for c in range(x.shape[2]):
             xc = x[xs, b, c]
             xp[:] = 0.0
@@ -116,17 +138,9 @@ def _window_means(x, xs, b, cg, ho, wo, pooled, xp, accf):  # pragma: no cover -
                 xr = xc[r]
                 for col in range(n_w):
                     xp[np.uint64(q0 + col)] = xr[col]
-            accf[:] = 0.0
-            for i in range(kh):
-                for j in range(kw):
-                    off = i * wp + j
-                    for q in range(n_q):
-                        accf[q] += xp[np.uint64(q + off)]
-            pc = pooled[c]
-            for oh in range(ho):
-                for ow in range(wo):
-                    pc[np.uint64(oh * wo + ow)] = accf[np.uint64(oh * wp + ow)] / div
+            _flat_window_means(xp, wp, 1, kh, kw, ho, wo, accf, pooled[c])
         return
+    div = np.float32(kh * kw)
     for c in range(x.shape[2]):
         xc = x[xs, b, c]
         pc = pooled[c]
@@ -183,32 +197,18 @@ def _block_input(xp, nb, cg, cw, ho, wo, pooled, accf, t,
     ``xp`` ``(C, Hp, Wp * nb)``: the images zero-padded and interleaved (pixel ``(r, col)`` of
     image ``bb`` at ``xp[c, r, col * nb + bb]``, :func:`mapping.field_blocks.quantised_block`)
     with the pool's padding (:func:`shares_conv_window`). Per channel each tap is one add
-    over ``accf`` ``(Ho * Wp * nb,)``, ``nb`` times longer than per image, and output row
+    over ``accf`` ``(Ho * Wp * nb,)`` (:func:`_flat_window_means`, as per image with
+    ``nb = 1``), ``nb`` times longer than per image, and output row
     ``oh`` of all the images is one run of ``Wo * nb`` values: ``pooled`` ``(C, R)`` and ``t``
     ``(M, R)`` column ``lp * nb + bb`` is position ``lp`` of image ``bb`` (``R >= L * nb``;
     the columns past ``L * nb`` of ``pooled`` are left as they are). Each value is the per
     image one bit for bit: the same taps in the same order, the same sums.
     """
-    kh, kw = cg[0], cg[1]
-    n_c, n_m, n_n = xp.shape[0], cg[6], cg[7]
-    wp = xp.shape[2] // nb
-    div = np.float32(kh * kw)
-    n_q = (ho * wp - (kw - 1)) * nb     # the last row's dropped columns would read past xp
-    run = wo * nb
+    n_c = xp.shape[0]
     for c in range(n_c):
-        xc = xp[c].reshape(xp.shape[1] * xp.shape[2])
-        accf[:] = 0.0
-        for i in range(kh):
-            for j in range(kw):
-                off = (i * wp + j) * nb
-                for q in range(n_q):
-                    accf[q] += xc[np.uint64(q + off)]
-        pc = pooled[c]
-        for oh in range(ho):
-            src, dst = oh * wp * nb, oh * run
-            for e in range(run):
-                pc[np.uint64(dst + e)] = accf[np.uint64(src + e)] / div
-    _input_part(cw, n_c, n_m, n_n, pooled, t, part)
+        _flat_window_means(xp[c].reshape(xp.shape[1] * xp.shape[2]), xp.shape[2] // nb, nb,
+                           cg[0], cg[1], ho, wo, accf, pooled[c])
+    _input_part(cw, n_c, cg[6], cg[7], pooled, t, part)
 
 
 @njit(cache=True)

@@ -283,7 +283,7 @@ def analog_conv_interleaved(x, wt, bounds, gain, step, bias, periph, geom, aff, 
         n_m, r_c = cg[6], n_row if cg[6] > 0 else 0
         n_pc = x.shape[2] if shared else 0
         pooled_b = np.zeros((n_pc, n_row), dtype=np.float32)
-        accf_b = np.empty(ho * (wo + geom[1] - 1) * nb if shared else 0, dtype=np.float32)
+        accf_b = np.empty(ho * scratch[0].shape[2] if shared else 0, dtype=np.float32)
         tb = np.zeros((n_m, r_c), dtype=np.float32)
         gb = np.empty((n_m, r_c), dtype=np.float32)
         zb = np.empty((n_o if n_m > 0 else 0, r_c), dtype=np.float32)
