@@ -8,6 +8,7 @@ import argparse
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -65,6 +66,13 @@ def test_bits_and_device_types(text):
         pass
     else:
         assert device == "cpu" or device.startswith("cuda")
+
+
+@pytest.mark.parametrize("text", ["cpu:", "CPU:", "cuda:", "cpu:0", "cuda:x", "gpu"])
+def test_device_type_refuses_a_malformed_device(text):
+    """Found by the property test above: "cpu:" was accepted and returned as "cpu:"."""
+    with pytest.raises(argparse.ArgumentTypeError, match="expected cpu, cuda or cuda:N"):
+        torch_device(text)
 
 
 @FAST

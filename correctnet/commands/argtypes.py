@@ -62,9 +62,9 @@ def torch_device(text: str) -> str:
             visible CUDA device.
     """
     value = text.strip().lower()
-    kind, _, index = value.partition(":")
-    if kind not in ("cpu", "cuda") or (kind == "cpu" and index) or (
-            index and not index.isdigit()):
+    kind, sep, index = value.partition(":")
+    if kind not in ("cpu", "cuda") or (kind == "cpu" and sep) or (
+            sep and not index.isdigit()):          # "cpu:", "cuda:" and "cuda:x" too
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
     if kind == "cuda":
         import torch
